@@ -1,0 +1,349 @@
+"""HTTP transport: one aiohttp session per run, TLS, headers, timeouts, error mapping, masking.
+
+Every request made by ua goes through :class:`Transport`. It performs *one* attempt and turns
+whatever happens into either a result or an exception from :mod:`ua.api.errors`; retrying is
+:mod:`ua.api.retry`'s job.
+
+Timeouts:
+
+* API calls: connect 30 s, total 905 s (dxpy), ``/upload``-style URL calls 60 s.
+* Part PUTs: no fixed total like aiohttp's default 300 s. A *stall detector* fails the PUT
+  when no body byte has been accepted by the socket (and no response arrived) for
+  ``stall_timeout`` seconds (default 60, env ``UA_STALL_TIMEOUT``), and a size-scaled total
+  ``max(60, size / min_rate)`` bounds a connection that trickles forever. Waiting for the
+  throttle is not a stall.
+
+Logging goes to the ``ua.api`` logger at DEBUG (the CLI turns it on with ``--verbose``):
+method, route or masked URL, status, duration. Tokens and signed-URL query strings never
+appear: see :func:`mask_url` and :func:`mask_token`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+
+from ua import UA_COMPAT_VERSION, __version__
+from ua.api.errors import (
+    BadResponse,
+    ConnectError,
+    ConnectionLost,
+    HTTPError,
+    RequestTimeout,
+    StallError,
+    TLSError,
+    TransientHTTPError,
+    UAError,
+    make_api_error,
+)
+
+log = logging.getLogger("ua.api")
+
+USER_AGENT = f"ua/{__version__} (DNAnexus-Upload-Agent-compatible {UA_COMPAT_VERSION})"
+API_TIMEOUT = 905.0
+URL_ROUTE_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 30.0
+PUT_PIECE = 256 * 1024  # body bytes handed to the socket per write (progress/throttle grain)
+MIN_PART_RATE = 16 * 1024  # bytes/s a part must average before its total deadline
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class APIConfig:
+    """Where the API server is and how to authenticate. Built by ``ua/config.py``."""
+
+    protocol: str = "https"
+    host: str = "api.dnanexus.com"
+    port: int | str | None = 443
+    token: str | None = None
+    ca_cert: str | None = None  # CA bundle path, "NOVERIFY", or None for the system bundle
+
+    @property
+    def base_url(self) -> str:
+        port = "" if self.port in (None, "") else f":{self.port}"
+        return f"{self.protocol}://{self.host}{port}"
+
+    def __repr__(self) -> str:  # never print the token
+        return (f"APIConfig(protocol={self.protocol!r}, host={self.host!r}, port={self.port!r}, "
+                f"token={mask_token(self.token)!r}, ca_cert={self.ca_cert!r})")
+
+
+class Throttle(Protocol):
+    """What :meth:`Transport.put` needs from a bandwidth limiter (ua/upload/throttle.py)."""
+
+    piece_size: int
+
+    async def acquire(self, nbytes: int) -> None: ...
+
+
+# --------------------------------------------------------------------------- masking
+def mask_token(token: str | None) -> str:
+    """``"****abcd"``: enough to tell tokens apart, useless to an attacker."""
+    if not token:
+        return "<none>"
+    return "****" + token[-4:] if len(token) >= 12 else "****"
+
+
+def mask_url(url: str) -> str:
+    """Drop credentials and signatures from a URL: user:password and every query value."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "****@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        query = urlencode([(k, "****") for k, _ in parse_qsl(query, keep_blank_values=True)],
+                          safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+# --------------------------------------------------------------------------- errors
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header; an HTTP date is ignored (as dxpy does)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(int(value.strip())))
+    except ValueError:
+        return None
+
+
+def error_from_response(method: str, route: str, status: int, content_type: str, body: bytes,
+                        retry_after: float | None) -> UAError:
+    """The exception for a non-2xx response."""
+    text = body.decode("utf-8", "replace")
+    if content_type.startswith("application/json"):
+        try:
+            err = json.loads(text)["error"]
+            etype = str(err["type"])
+            message = str(err.get("message", ""))
+        except (ValueError, KeyError, TypeError):
+            pass
+        else:
+            return make_api_error(status, etype, message, details=err.get("details"),
+                                  route=route, retry_after=retry_after)
+    if status >= 500 or status == 429 or (method == "PUT" and status == 400):
+        return TransientHTTPError(status, text, route=route, retry_after=retry_after)
+    return HTTPError(status, text, route=route)
+
+
+def map_client_exception(exc: BaseException, what: str) -> UAError:
+    """aiohttp/OS exceptions → our hierarchy (transient unless certificate trouble)."""
+    if isinstance(exc, UAError):
+        return exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TLSError(f"TLS certificate verification failed for {what}: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"Unable to connect for {what}: {exc.os_error or exc}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectionLost(f"Server disconnected during {what}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return BadResponse(f"Broken response to {what}: {exc}")
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError, TimeoutError)):
+        return RequestTimeout(f"Timed out during {what}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return BadResponse(f"Broken response to {what}: {exc.message}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"Unable to connect for {what}: {exc}")
+    if isinstance(exc, (aiohttp.ClientError, ConnectionError, OSError)):
+        return ConnectionLost(f"Connection error during {what}: {exc or type(exc).__name__}")
+    raise exc  # a bug, not a network condition
+
+
+def make_ssl_context(ca_cert: str | None) -> ssl.SSLContext | bool:
+    """System CA bundle by default; a path; or ``NOVERIFY`` (no verification at all)."""
+    if ca_cert == "NOVERIFY":
+        return False
+    if ca_cert:
+        return ssl.create_default_context(cafile=ca_cert)
+    return ssl.create_default_context()
+
+
+# --------------------------------------------------------------------------- transport
+class Transport:
+    """One aiohttp session for the run. Create inside the event loop; close with ``aclose``."""
+
+    def __init__(self, config: APIConfig, *, connections: int = 16,
+                 stall_timeout: float | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 min_part_rate: float = MIN_PART_RATE) -> None:
+        self.config = config
+        self.connections = max(1, connections)
+        self.stall_timeout = stall_timeout if stall_timeout is not None else _env_float(
+            "UA_STALL_TIMEOUT", 60.0)
+        self.connect_timeout = connect_timeout
+        self.min_part_rate = min_part_rate
+        self._ssl = make_ssl_context(config.ca_cert) if config.protocol.lower() == "https" \
+            else None
+        self._session: aiohttp.ClientSession | None = None
+        self._api_headers = {
+            "DNAnexus-API": "1.0.0",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "identity",
+        }
+        if config.token:
+            self._api_headers["Authorization"] = f"Bearer {config.token}"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.connections, limit_per_host=0,
+                ssl=self._ssl if self._ssl is not None else True,
+                enable_cleanup_closed=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",))
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    # ---- API --------------------------------------------------------------------
+    async def post_json(self, route: str, body: Any, *, timeout: float | None = None) -> Any:
+        """One ``POST {base}{route}`` with a JSON body; the decoded JSON response."""
+        url = self.config.base_url + route
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if timeout is None:
+            timeout = URL_ROUTE_TIMEOUT if route.endswith(("/upload", "/download")) \
+                else API_TIMEOUT
+        t0 = time.monotonic()
+        status: int | str = "error"
+        try:
+            async with self.session.post(
+                url, data=data, headers=self._api_headers,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self.connect_timeout),
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+                ctype = resp.headers.get("Content-Type", "")
+                if not 200 <= resp.status < 300:
+                    raise error_from_response("POST", route, resp.status, ctype, raw,
+                                              parse_retry_after(resp.headers.get("Retry-After")))
+                if not ctype.startswith("application/json"):
+                    raise BadResponse(f"Response to {route} is not JSON ({ctype or 'no type'})",
+                                      route=route, status=resp.status)
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    raise BadResponse(f"Response to {route} is not valid JSON", route=route,
+                                      status=resp.status) from None
+        except UAError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped or re-raised
+            raise map_client_exception(exc, f"POST {route}") from exc
+        finally:
+            log.debug("POST %s -> %s in %.0f ms", route, status, (time.monotonic() - t0) * 1000)
+
+    # ---- data plane -------------------------------------------------------------
+    async def put(self, url: str, headers: Mapping[str, str], body: bytes | memoryview, *,
+                  throttle: Throttle | None = None,
+                  on_sent: Callable[[int], None] | None = None) -> int:
+        """PUT ``body`` to a signed storage URL, streamed in pieces so progress and the
+        throttle see every write. Returns the status. Any 2xx is success, with or without a
+        response body."""
+        view = memoryview(body).cast("B") if not isinstance(body, memoryview) else body
+        size = len(view)
+        hdrs = {k: v for k, v in headers.items() if k.lower() not in ("content-length",
+                                                                    "content-type")}
+        hdrs["Content-Length"] = str(size)
+        hdrs.setdefault("User-Agent", USER_AGENT)
+        hdrs.setdefault("DNAnexus-API", "1.0.0")
+        hdrs.setdefault("Accept-Encoding", "identity")
+        loop = asyncio.get_running_loop()
+        stall = self.stall_timeout
+        rate = self.min_part_rate
+        total = max(60.0, size / rate) + stall
+        t0 = loop.time()
+        hard_deadline = t0 + total
+        masked = mask_url(url)
+        status: int | str = "error"
+
+        deadline = asyncio.timeout(None)
+        try:
+            async with deadline:
+                def bump() -> None:
+                    deadline.reschedule(min(loop.time() + stall, hard_deadline))
+
+                async def pieces():
+                    piece = PUT_PIECE
+                    if throttle is not None:
+                        piece = max(1, min(piece, throttle.piece_size))
+                    for off in range(0, size, piece):
+                        chunk = view[off:off + piece]
+                        if throttle is not None:
+                            deadline.reschedule(hard_deadline)  # waiting for tokens ≠ stall
+                            await throttle.acquire(len(chunk))
+                        bump()
+                        yield chunk
+                        bump()
+                        if on_sent is not None:
+                            on_sent(len(chunk))
+
+                bump()
+                try:
+                    async with self.session.put(
+                        url, data=pieces() if size else b"", headers=hdrs,
+                        skip_auto_headers=("Content-Type",),
+                        timeout=aiohttp.ClientTimeout(total=None,
+                                                      sock_connect=self.connect_timeout),
+                    ) as resp:
+                        bump()
+                        status = resp.status
+                        raw = await resp.read()
+                        if not 200 <= resp.status < 300:
+                            raise error_from_response(
+                                "PUT", "PUT /upload", resp.status,
+                                resp.headers.get("Content-Type", ""), raw,
+                                parse_retry_after(resp.headers.get("Retry-After")))
+                        return resp.status
+                except UAError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise map_client_exception(exc, "PUT") from exc
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise map_client_exception(exc, "PUT") from exc
+            if loop.time() >= hard_deadline - 0.001:
+                raise RequestTimeout(f"PUT of {size} bytes exceeded {total:.0f} s") from exc
+            raise StallError(f"PUT stalled: no progress for {stall:g} s") from exc
+        finally:
+            log.debug("PUT %s (%d bytes) -> %s in %.0f ms", masked, size, status,
+                      (loop.time() - t0) * 1000)
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> bytes:
+        """GET a (download) URL; used by verification tools and tests."""
+        hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
+        try:
+            async with self.session.get(url, headers=hdrs) as resp:
+                raw = await resp.read()
+                if not 200 <= resp.status < 300:
+                    raise error_from_response("GET", "GET", resp.status,
+                                              resp.headers.get("Content-Type", ""), raw, None)
+                return raw
+        except UAError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise map_client_exception(exc, "GET") from exc
