@@ -46,6 +46,7 @@ class Config:
     fault_spec: str | None = None
     fault_seed: int | None = None
     params: UploadParams = field(default_factory=UploadParams)
+    upload_url_ttl: int = 3600
     setup_hooks: list[Callable[[web.Application, Service], None]] = field(default_factory=list)
 
 
@@ -556,7 +557,7 @@ async def _get(request: web.Request, svc: Service, fid: str) -> web.StreamRespon
 
 def make_app(config: Config, store: Store | None = None) -> web.Application:
     store = store or Store(config.data_dir)
-    service = Service(store, config.params, config.close_delay)
+    service = Service(store, config.params, config.close_delay, config.upload_url_ttl)
     app = web.Application(client_max_size=MAX_API_BODY)
     state = State(config, service)
     app[SERVICE_KEY] = service

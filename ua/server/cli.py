@@ -139,6 +139,7 @@ def serve(
     max_num_parts: int = typer.Option(10000, help="fileUploadParameters.maximumNumParts"),
     empty_last_part: bool = typer.Option(True, "--empty-last-part/--no-empty-last-part",
                                          help="fileUploadParameters.emptyLastPartAllowed"),
+    upload_url_ttl: int = typer.Option(3600, help="Seconds an /upload URL stays valid."),
 ):
     """Run the server (bootstraps an empty data dir)."""
     from .app import Config
@@ -154,7 +155,8 @@ def serve(
     config = Config(data_dir=data_dir, host=host, port=port, close_delay=close_delay,
                     fault_spec=fault, fault_seed=fault_seed,
                     params=UploadParams(min_part_size, max_part_size, max_file_size,
-                                        max_num_parts, empty_last_part))
+                                        max_num_parts, empty_last_part),
+                    upload_url_ttl=upload_url_ttl)
     asyncio.run(_serve(config))
 
 

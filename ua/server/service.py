@@ -237,10 +237,11 @@ def _time_match(value: int, query: Any) -> bool:
 
 class Service:
     def __init__(self, store: Store, params: UploadParams | None = None,
-                 close_delay: float = 0.0):
+                 close_delay: float = 0.0, upload_url_ttl: int = UPLOAD_URL_TTL_S):
         self.store = store
         self.params = params or UploadParams()
         self.close_delay = close_delay
+        self.upload_url_ttl = upload_url_ttl
         self.secret = store.secret()
         # Called with a file id after it entered ``closing``; the app schedules finalisation.
         self.on_closing: Callable[[str], None] = lambda fid: None
@@ -929,7 +930,7 @@ class Service:
             c.execute("INSERT INTO parts(file_id, idx, state, size, md5) VALUES(?,?,'pending',?,?)"
                       " ON CONFLICT(file_id, idx) DO UPDATE SET state='pending',"
                       " size=excluded.size, md5=excluded.md5", (file_id, index, size, md5))
-        expires = int(time.time()) + UPLOAD_URL_TTL_S
+        expires = int(time.time()) + self.upload_url_ttl
         s = "" if size is None else size
         m = md5 or ""
         sig = sign_upload(self.secret, file_id, index, s, m, expires)
