@@ -164,6 +164,9 @@ class CrcChain:
         self._parts[index] = (crc, length)
         self._changed.set()
 
+    def known(self, index: int) -> bool:
+        return index in self._parts
+
     async def total(self, upto: int) -> tuple[int, int]:
         while True:
             if all(i in self._parts for i in range(1, upto + 1)):
