@@ -25,6 +25,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import errors as E
+from .blobs import PartWriter
 from .faults import API_KINDS, PUT_KINDS, Faults
 from .service import ADMIN_USER, ADMINISTER, Caller, Service, UploadParams
 from .signing import SignatureError, check, sign_download, sign_upload
@@ -307,28 +308,6 @@ async def _drain(request: web.Request, slow: bool = False) -> int:
             await asyncio.sleep(len(chunk) / SLOW_RATE)
 
 
-def _consume(fd: int, md5, chunks: list[bytes]) -> None:
-    for c in chunks:
-        md5.update(c)
-    # os.writev takes at most IOV_MAX (1024) buffers
-    for i in range(0, len(chunks), 512):
-        group = chunks[i:i + 512]
-        want = sum(len(c) for c in group)
-        done = os.writev(fd, group)
-        if done != want:  # short write: finish the rest the slow way
-            rest = memoryview(b"".join(group))[done:]
-            while rest:
-                k = os.write(fd, rest)
-                rest = rest[k:]
-
-
-def _fsync_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 async def put_handler(request: web.Request) -> web.StreamResponse:
     st: State = request.app[STATE_KEY]
     svc = st.service
@@ -394,8 +373,7 @@ async def _put(request, st: State, svc: Service, fid: str):
     d = svc.store.file_dir(fid)
     d.mkdir(exist_ok=True)
     tmp = d / f"{index}.tmp.{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    h = hashlib.md5()
+    w = PartWriter(tmp)
     n = 0
     pending: asyncio.Future | None = None
     batch: list[bytes] = []
@@ -414,10 +392,13 @@ async def _put(request, st: State, svc: Service, fid: str):
                 if reset_at is not None and n >= reset_at:
                     _drop_connection(request)
                     return Dropped(), index, fault, n
+                if size is not None and n > size:
+                    return (xml_error(400, "IncompleteBody", "More bytes than the size given "
+                                      "to /upload"), index, fault, n)
             if blen >= BATCH or (not chunk and batch):
                 if pending is not None:
                     await pending
-                pending = loop.run_in_executor(None, _consume, fd, h, batch)
+                pending = loop.run_in_executor(None, w.consume, batch)
                 batch, blen = [], 0
             if not chunk:
                 break
@@ -427,12 +408,10 @@ async def _put(request, st: State, svc: Service, fid: str):
         if size is not None and n != size:
             return (xml_error(400, "IncompleteBody", f"Received {n} bytes, expected {size}"),
                     index, fault, n)
-        digest = h.hexdigest()
+        digest = await loop.run_in_executor(None, w.finish)
         if md5 and digest != md5:
             return (xml_error(400, "BadDigest", "The Content-MD5 you specified did not match "
                               "what was received"), index, fault, n)
-        fd_, fd = fd, -1
-        await loop.run_in_executor(None, _fsync_close, fd_)
         try:
             svc.complete_part(fid, index, n, digest, tmp)
         except E.APIError as exc:
@@ -448,10 +427,8 @@ async def _put(request, st: State, svc: Service, fid: str):
                 await pending
             except Exception:  # noqa: BLE001
                 pass
-        if fd >= 0:
-            os.close(fd)
         if not ok:
-            tmp.unlink(missing_ok=True)
+            w.abort()
 
 
 def _parse_range(header: str | None, total: int) -> tuple[int, int] | None | str:
