@@ -49,6 +49,7 @@ class Config:
     params: UploadParams = field(default_factory=UploadParams)
     upload_url_ttl: int = 3600
     setup_hooks: list[Callable[[web.Application, Service], None]] = field(default_factory=list)
+    load_web: bool = True  # call ua.server.web.setup(app, service) when that package exists
 
 
 class RequestLog:
@@ -198,7 +199,7 @@ async def api_handler(request: web.Request) -> web.Response:
             inp = await _read_json(request)
             if b == "upload" and file_id and isinstance(inp.get("index", 1), int):
                 index = inp.get("index", 1)
-            if a != "admin":
+            if a != "admin" and st.faults.rules:
                 name = None
                 if file_id:
                     t = svc.upload_target(file_id)
@@ -532,6 +533,19 @@ async def _get(request: web.Request, svc: Service, fid: str) -> web.StreamRespon
 # App factory
 # =============================================================================================
 
+def _web_hooks() -> list[Callable[[web.Application, Service], None]]:
+    """The web console mounts itself through ``ua.server.web.setup(app, service)``."""
+    try:
+        import importlib
+        console = importlib.import_module("ua.server.web")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("ua.server.web",):
+            return []
+        raise
+    setup = getattr(console, "setup", None)
+    return [setup] if callable(setup) else []
+
+
 def make_app(config: Config, store: Store | None = None) -> web.Application:
     store = store or Store(config.data_dir)
     service = Service(store, config.params, config.close_delay, config.upload_url_ttl)
@@ -562,9 +576,19 @@ def make_app(config: Config, store: Store | None = None) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    for hook in config.setup_hooks:
+    hooks = list(config.setup_hooks)
+    if config.load_web:
+        hooks += _web_hooks()
+    for hook in hooks:
         hook(app, service)
     app.router.add_put("/upload/{fid}/{index}", put_handler)
     app.router.add_get("/download/{fid}", get_handler)
     app.router.add_post("/{a}/{b}", api_handler)
+    app.router.add_route("*", "/{tail:.*}", fallback_handler)
     return app
+
+
+async def fallback_handler(request: web.Request) -> web.Response:
+    if request.method != "POST":
+        return error_response(E.InvalidInput("API routes only accept POST", status=405))
+    return error_response(E.ResourceNotFound(f"Unknown route {request.path}"))

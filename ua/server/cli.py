@@ -92,6 +92,13 @@ async def _serve(config) -> None:
 
     from .app import make_app
 
+    import fcntl
+
+    lock = open(config.data_dir / "server.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        _fail(f"another ua-server is already serving {config.data_dir}")
     store = Store(config.data_dir)
     service = Service(store, config.params)
     token = service.op_bootstrap()
@@ -105,6 +112,8 @@ async def _serve(config) -> None:
                                          label="bootstrap admin (re-issued)")["token"]
     project = env.get("DX_PROJECT_CONTEXT_ID") or service.op_default_project() or ""
     store.clean_temp_files()
+    from .web import setup_web  # the browser console under /console
+    config.setup_hooks.append(setup_web)
     app = make_app(config, store)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
