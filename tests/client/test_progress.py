@@ -127,3 +127,20 @@ def test_summary_line(secs):
     line = summary_line(results(), secs)
     assert line.startswith("1 of 2 files uploaded, 1 failed; 10 B read, 30 B sent in")
     assert "MB/s" in line and "\n" not in line
+
+
+def test_in_flight_estimate_is_monotonic_and_capped():
+    r = Reporter("plain", stream=io.StringIO(), total_files=1, interval=100)
+    a = task("f.bin")
+    r.on_file_started(a, 1000, "file-1")
+    st = r._files[id(a)]
+    r.on_bytes_sent(a, 300)  # part 1 on the wire, not complete yet
+    assert st.percent() == 30.0
+    r.on_bytes_read(a, 500)  # part 1 complete: 500 raw bytes (compressed to 300)
+    assert st.percent() == 50.0
+    r.on_bytes_sent(a, 100)
+    assert st.percent() == 60.0
+    r.on_bytes_sent(a, 10_000)  # never above the size
+    assert st.percent() == 100.0
+    r.on_bytes_read(a, 100)
+    assert st.percent() == 100.0 and st.shown == 1000

@@ -22,6 +22,7 @@ The pipeline may call the ``on_*`` methods from any thread; a lock guards the co
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -45,18 +46,34 @@ def progress_interval(default: float = 10.0) -> float:
 
 
 class _FileStat:
-    __slots__ = ("label", "total", "raw_done", "sent", "done")
+    """Per-file counters. ``shown`` is the progress estimate in raw bytes: completed parts'
+    raw bytes plus the wire bytes sent since the last completed part (exact without
+    compression, an under-estimate with it), never decreasing, never above the size."""
+
+    __slots__ = ("label", "total", "raw_done", "sent", "sent_at_read", "shown", "done")
 
     def __init__(self, label: str, total: int | None) -> None:
         self.label = label
         self.total = total
         self.raw_done = 0
         self.sent = 0
+        self.sent_at_read = 0
+        self.shown = 0
         self.done = False
+
+    def advance(self) -> int:
+        """Recompute ``shown``; returns how much it grew."""
+        est = self.raw_done + max(0, self.sent - self.sent_at_read)
+        if self.total is not None:
+            est = min(est, self.total)
+        est = max(est, self.raw_done if self.total is None else min(self.raw_done, self.total))
+        grew = max(0, est - self.shown)
+        self.shown += grew
+        return grew
 
     def percent(self) -> float:
         if self.total:
-            return min(100.0, 100.0 * self.raw_done / self.total)
+            return min(100.0, 100.0 * self.shown / self.total)
         return 100.0 if self.done else 0.0
 
 
@@ -102,7 +119,7 @@ class Reporter:
 
             self._overall = tqdm(total=self.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
                                  desc=f"0/{self.total_files} files", file=self.stream, position=0,
-                                 dynamic_ncols=True, leave=True, smoothing=0.1)
+                                 leave=True, smoothing=0.1, **_width(self.stream))
 
     def close(self) -> None:
         if self._thread is not None:
@@ -181,7 +198,7 @@ class Reporter:
                 pos = self._free_positions.pop()
                 self._bars[id(task)] = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
                                             desc=_short(task.label), file=self.stream, position=pos,
-                                            leave=False, dynamic_ncols=True)
+                                            leave=False, **_width(self.stream))
                 self._bars[id(task)].pos_ = pos  # remember for reuse
 
     def on_file_message(self, task: FileTask, message: str) -> None:
@@ -189,25 +206,33 @@ class Reporter:
 
     def on_bytes_read(self, task: FileTask, raw_bytes: int) -> None:
         with self._lock:
-            st = self._files.get(id(task))
-            if st is not None:
-                st.raw_done += raw_bytes
             self._raw += raw_bytes
-            if self._overall is not None:
-                self._overall.update(raw_bytes)
-            bar = self._bars.get(id(task))
-            if bar is not None:
-                bar.update(raw_bytes)
+            st = self._files.get(id(task))
+            if st is None:
+                return
+            st.raw_done += raw_bytes
+            st.sent_at_read = st.sent
+            self._show(task, st)
 
     def on_bytes_sent(self, task: FileTask, wire_bytes: int) -> None:
         now = time.monotonic()
         with self._lock:
-            st = self._files.get(id(task))
-            if st is not None:
-                st.sent += wire_bytes
             self._sent += wire_bytes
             if not self._samples or now - self._samples[-1][0] >= 0.25:
                 self._samples.append((now, self._sent))
+            st = self._files.get(id(task))
+            if st is not None:
+                st.sent += wire_bytes
+                self._show(task, st)
+
+    def _show(self, task: FileTask, st: _FileStat) -> None:
+        grew = st.advance()
+        if grew:
+            if self._overall is not None:
+                self._overall.update(grew)
+            bar = self._bars.get(id(task))
+            if bar is not None:
+                bar.update(grew)
 
     def on_retry(self, task: FileTask, part_index: int, attempt: int, reason: str) -> None:
         if self.verbose:
@@ -219,6 +244,9 @@ class Reporter:
             st = self._files.get(id(task))
             if st is not None:
                 st.done = True
+                if result.ok and st.total is not None:
+                    st.raw_done = max(st.raw_done, st.total)
+                    self._show(task, st)
             self._done_files += 1
             bar = self._bars.pop(id(task), None)
             if bar is not None:
@@ -231,6 +259,19 @@ class Reporter:
                        "Closing...")
         elif result.state is FileState.FAILED:
             self.write(f'File "{task.label}" could not be uploaded: {result.error or "unknown error"}')
+
+
+def _width(stream: IO[str]) -> dict[str, Any]:
+    """tqdm sizing: follow the terminal, but a terminal reporting 0 columns or rows (a bare
+    pty, some CI runners) would make tqdm draw nothing, so fall back to 80x20 there."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        cols, rows = size.columns, size.lines
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        cols = rows = 0
+    if cols > 0 and rows > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": cols if cols > 0 else 80, "nrows": rows if rows > 0 else 20}
 
 
 def _short(label: str, width: int = 30) -> str:
