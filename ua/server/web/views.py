@@ -160,7 +160,7 @@ class Console:
                      "base-uri 'none'")
         h.setdefault("X-Frame-Options", "DENY")
         h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Referrer-Policy", "same-origin")  # no-referrer would make Origin "null"
         if not request.path.startswith(PREFIX + "/static/"):
             h.setdefault("Cache-Control", "no-store")
 
