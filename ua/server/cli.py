@@ -112,8 +112,6 @@ async def _serve(config) -> None:
                                          label="bootstrap admin (re-issued)")["token"]
     project = env.get("DX_PROJECT_CONTEXT_ID") or service.op_default_project() or ""
     store.clean_temp_files()
-    from .web import setup_web  # the browser console under /console
-    config.setup_hooks.append(setup_web)
     app = make_app(config, store)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -1,6 +1,7 @@
 """ua-server web console: project page, sharing, transfers and upload tokens in a browser.
 
-Mounted under ``/console`` by :func:`setup_web`, an ``app.Config.setup_hooks`` hook. All pages
+Mounted under ``/console`` by :func:`setup` (alias :func:`setup_web`), which
+``ua.server.app.make_app`` finds and calls itself (``Config.load_web``). All pages
 are server-rendered (jinja2, autoescaped); the only script polls the project file list.
 """
 
@@ -21,4 +22,6 @@ def setup_web(app: web.Application, service) -> None:
     app.add_subapp(PREFIX, build_app(service))
 
 
-__all__ = ["setup_web"]
+setup = setup_web  # the name make_app looks for
+
+__all__ = ["setup", "setup_web"]
