@@ -1,0 +1,27 @@
+"""Fixtures of the fault tier: ``fault_proxy(server, **toxics)`` starts a FaultProxy
+(tests/faults/proxy.py) in front of a live ua-server and stops it after the test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from proxy import FaultProxy  # noqa: E402
+
+
+@pytest.fixture
+def fault_proxy():
+    proxies: list[FaultProxy] = []
+
+    def factory(server, **toxics) -> FaultProxy:
+        p = FaultProxy(server.host, server.port, **toxics).start()
+        proxies.append(p)
+        return p
+
+    yield factory
+    for p in proxies:
+        p.stop()
