@@ -33,6 +33,7 @@ from .store import Store
 
 MAX_API_BODY = 10 * 1024 * 1024
 BATCH = 4 * 1024 * 1024  # bytes handed to the hashing/writing thread at a time
+READ_BUFSIZE = 1024 * 1024  # request body buffer before reading pauses
 SLOW_RATE = 2 * 1024 * 1024  # bytes/s for put-slow
 SERVICE_KEY = web.AppKey("service", Service)
 STATE_KEY = web.AppKey("state", object)
@@ -396,6 +397,9 @@ async def _put(request, st: State, svc: Service, fid: str):
                 if size is not None and n > size:
                     return (xml_error(400, "IncompleteBody", "More bytes than the size given "
                                       "to /upload"), index, fault, n)
+                if n > svc.params.maximumPartSize:
+                    return (xml_error(400, "EntityTooLarge", "The part exceeds the maximum "
+                                      "part size"), index, fault, n)
             if blen >= BATCH or (not chunk and batch):
                 if pending is not None:
                     await pending
@@ -549,7 +553,8 @@ def _web_hooks() -> list[Callable[[web.Application, Service], None]]:
 def make_app(config: Config, store: Store | None = None) -> web.Application:
     store = store or Store(config.data_dir)
     service = Service(store, config.params, config.close_delay, config.upload_url_ttl)
-    app = web.Application(client_max_size=MAX_API_BODY)
+    app = web.Application(client_max_size=MAX_API_BODY,
+                          handler_args={"read_bufsize": READ_BUFSIZE})
     state = State(config, service)
     app[SERVICE_KEY] = service
     app[STATE_KEY] = state
