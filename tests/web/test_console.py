@@ -162,6 +162,13 @@ def test_provider_flow_token_upload_watch_revoke(make_server, new_page, run_ua, 
         fut = pool.submit(run_ua, *args, env=ua_env(server), cwd=data, timeout=60)
         # the page refreshes itself (no reload here): files appear while still open
         page.wait_for_selector("#files-body tr[data-state=open]", timeout=20000)
+        try:  # for the screenshot: some parts in while a file is still open
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#files-body tr[data-file]')].some("
+                "r => r.dataset.state === 'open' && !r.querySelector('td.parts')"
+                ".textContent.startsWith('0/'))", timeout=6000)
+        except Exception:  # noqa: BLE001 - the upload was quicker than the poll; fine
+            pass
         shot(page, "05-project-uploading")
         proc = fut.result()
     assert proc.returncode == 0, proc.stderr
@@ -178,6 +185,20 @@ def test_provider_flow_token_upload_watch_revoke(make_server, new_page, run_ua, 
     assert r1.locator("td.by").inner_text() == "user-admin"
     assert "3 closed" in page.inner_text("#counts")
     shot(page, "06-project-closed")
+
+    # the provider may sign in with the limited token too: one project, nothing else
+    provider = sign_in(new_page(), server, token)
+    assert "limited to " + pid in provider.inner_text(".flash-info")
+    assert [r.get_attribute("data-project") for r in
+            provider.query_selector_all("#projects tr[data-project]")] == [pid]
+    assert provider.locator("#new-project").count() == 0
+    provider.goto(server.url + "/console/tokens")
+    assert len(provider.query_selector_all("#token-table tr[data-token]")) == 1
+    assert provider.locator("#new-token-form").count() == 0
+    provider.goto(f"{server.url}/console/project/{pid}")
+    assert provider.inner_text("#my-level") == "UPLOAD"
+    assert provider.locator("#share-button").count() == 0
+    assert provider.locator("#upload-help").count() == 1
 
     # 5. upload complete: revoke the token in the page
     page.goto(server.url + "/console/tokens")
@@ -197,6 +218,8 @@ def test_provider_flow_token_upload_watch_revoke(make_server, new_page, run_ua, 
     assert token not in p.stderr
     page.goto(f"{server.url}/console/project/{pid}")
     assert set(row_states(page)) == set(sizes)
+    provider.reload()  # the provider's console session ended with the token
+    assert provider.url.endswith("/console/login?reason=token")
 
 
 def test_share_view_member_sees_no_controls_and_forged_post_is_refused(
@@ -262,7 +285,6 @@ def test_share_view_member_sees_no_controls_and_forged_post_is_refused(
     desc = server.api(f"/{pid}/describe", {"permissions": True, "folders": True})[1]
     assert desc["permissions"] == {"user-admin": "ADMINISTER", "user-viewer": "VIEW"}
     assert desc["pendingTransfer"] is None and desc["folders"] == ["/"]
-    assert all(t["project"] != pid for t in [] )  # (no listing API for others' tokens)
     toks = server.admin("token", "list")
     assert not any(ln.split("\t")[1] == "user-viewer" and pid in ln for ln in toks.splitlines())
 
@@ -282,7 +304,7 @@ def test_csrf_less_and_cross_origin_posts_are_refused(ua_server, new_page):
     r = page.request.post(server.url + "/console/projects", form={
         "name": "cross-origin", "csrf": csrf_of(page)}, headers={"Origin": "http://evil.example"},
         max_redirects=0)
-    assert r.status in (303, 403)  # 403 (origin check) when the cookie is sent; login otherwise
+    assert r.status == 403 and "Cross-origin" in r.text()
     assert server.admin("project", "list") == before
     # without any session: back to sign-in, nothing created
     r = page.request.post(server.url + "/console/projects", form={"name": "no-session"},
@@ -362,7 +384,6 @@ def test_transfer_and_accept(ua_server, new_page):
         row.locator("button").click()
     assert bob.inner_text("#my-level") == "ADMINISTER"
     assert bob.locator("#share-button").count() == 1
-    assert bob.locator("#incoming").count() == 0 or True
     st, desc = server.api(f"/{pid}/describe", {"permissions": True})
     assert desc["permissions"]["user-bob"] == "ADMINISTER" and desc["billTo"] == "user-bob"
     assert desc["pendingTransfer"] is None

@@ -379,7 +379,12 @@ class Console:
                 choices.append({"id": r["id"], "name": r["describe"]["name"], "level": r["level"]})
         choices.sort(key=lambda c: c["name"].lower())
         toks = []
-        for t in reversed(self.svc.list_tokens(caller)):
+        mine = self.svc.list_tokens(caller)
+        if not caller.unscoped:
+            # A project-limited token (a provider watching their upload) sees only itself,
+            # not the account's other tokens; it can only revoke itself anyway.
+            mine = [t for t in mine if t["id"] == caller.token_id]
+        for t in reversed(mine):
             t = dict(t)
             t["project_name"] = names.get(t["project"], "") if t["project"] else ""
             t["created_h"] = fmt_time(t["created"])
