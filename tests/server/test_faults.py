@@ -161,3 +161,15 @@ def test_bad_fault_spec_rejected(tmp_path):
                         str(tmp_path / "d"), "--port", "0", "--fault", "put-boom=1"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "unknown fault kind" in p.stderr
+
+
+def test_put_reset_on_empty_part(ua_server, faulty):
+    h = ua_server
+    fid = new_file(h, name="empty-reset.bin")
+    faulty("put-reset=1")
+    info = _upload_info(h, fid, 1, b"")
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        _put_raw(info, b"")
+    rec = _last_put(h, fid)
+    assert rec["fault"] == "put-reset" and rec["status"] == 0
+    assert ok(h, f"/{fid}/describe")["parts"]["1"]["state"] == "pending"

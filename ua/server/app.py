@@ -400,6 +400,9 @@ async def _put(request, st: State, svc: Service, fid: str):
                 if n > svc.params.maximumPartSize:
                     return (xml_error(400, "EntityTooLarge", "The part exceeds the maximum "
                                       "part size"), index, fault, n)
+            if not chunk and reset_at is not None:  # body shorter than the reset point
+                _drop_connection(request)
+                return Dropped(), index, fault, n
             if blen >= BATCH or (not chunk and batch):
                 if pending is not None:
                     await pending
