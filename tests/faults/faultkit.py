@@ -203,3 +203,27 @@ def faults_logged(server, since: int = 0) -> dict[str, int]:
         if r.get("fault"):
             out[r["fault"]] = out.get(r["fault"], 0) + 1
     return out
+
+
+def state_snapshot(server) -> dict:
+    """Everything a request could change: every row of every table of the server's SQLite DB
+    (read-only connection; WAL lets it read while the server runs) and the blob tree (path,
+    size). Equal snapshots before and after a request = no state change."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{server.data_dir / 'meta.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        out: dict = {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}").fetchall()))
+                     for t in tables}
+    finally:
+        db.close()
+    blobs = server.data_dir / "blobs"
+    out["#blobs"] = sorted((str(p.relative_to(blobs)), p.stat().st_size)
+                           for p in blobs.rglob("*") if p.is_file()) if blobs.exists() else []
+    out["#outside"] = sorted(str(p.relative_to(server.data_dir.parent))
+                             for p in server.data_dir.parent.rglob("*")
+                             if not str(p).startswith(str(server.data_dir))
+                             and not p.name.endswith("-server.log"))
+    return out

@@ -64,6 +64,7 @@ class Stats:
     bytes_up: int = 0
     bytes_down: int = 0
     methods: dict = field(default_factory=dict)
+    paths: list = field(default_factory=list)  # (method, path with query) of every request
 
 
 class _Bucket:
@@ -268,6 +269,7 @@ class FaultProxy:
                     chunked = True
             self.stats.requests += 1
             self.stats.methods[method] = self.stats.methods.get(method, 0) + 1
+            self.stats.paths.append((method, path))
             fault = self._pick(method, path)
             if chunked:  # not used by ua; pass the rest of the connection through untouched
                 await q.put((time.monotonic(), buf))
