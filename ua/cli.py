@@ -45,7 +45,14 @@ def err(line: str = "") -> None:
 
 
 # --------------------------------------------------------------------------- entry points
+def _sigterm_as_interrupt(signum, frame) -> None:  # until the upload loop installs its own
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     code = run(list(sys.argv[1:] if argv is None else argv))
     try:
         sys.stdout.flush()
@@ -269,11 +276,14 @@ async def _upload(opts: Options, cfg, planned) -> int:
         if interrupted["n"] > 1:
             err(f"{signame} again: exiting at once (open files stay resumable).")
             os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        if not interrupted["pipeline"]:
+            err(f"{signame}: stopping before any upload started.")
+            if main_task is not None:
+                main_task.cancel()
+            return
         err(f"{signame}: stopping; unfinished files stay open and can be resumed by running the same "
             "command again. Press Ctrl-C again to exit at once.")
-        stop.set()
-        if not interrupted["pipeline"] and main_task is not None:
-            main_task.cancel()
 
     for sig, name in ((signal.SIGINT, "Interrupted"), (signal.SIGTERM, "Terminated")):
         try:
@@ -302,7 +312,6 @@ async def _upload(opts: Options, cfg, planned) -> int:
             for spec in dict.fromkeys(p.project for p in planned):
                 resolved[spec] = await resolve_project(api, spec, url, verbose=opts.verbose)
         except asyncio.CancelledError:
-            err("Interrupted before any upload started.")
             return EXIT_INTERRUPTED
         tasks = sources.to_tasks(planned, resolved.__getitem__)
         if not opts.do_not_resume and not opts.read_from_stdin:

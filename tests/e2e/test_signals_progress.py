@@ -32,13 +32,14 @@ def test_interrupt_exit_130_and_resumable(ua_server, run_ua, tmp_path, sig):
     big = tmp_path / f"big-{sig.name}.bin"
     big.write_bytes(os.urandom(3 * 1024 * 1024))
     cmd = [sys.executable, "-m", "ua", "--do-not-compress", "--throttle", "256K", str(big)]
+    t_start = time.time()
     proc = subprocess.Popen(cmd, env=clean_env(ua_server.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     try:
-        started = wait_for(lambda: any(r["route"] == "PUT /upload" or r["route"].startswith("PUT")
-                                       for r in ua_server.requests() if r.get("bytes"))
-                           or any(r["route"] == "/file/new" for r in ua_server.requests()
-                                  if r["t"] > 0), timeout=20)
+        # wait until this run asked for an upload URL (PUTs are logged only when they end;
+        # earlier tests share the server's log, hence the time filter)
+        started = wait_for(lambda: any(r["route"].endswith("/upload") and r["route"].startswith("/file-")
+                                       and r["t"] >= t_start for r in ua_server.requests()), timeout=20)
         assert started
         time.sleep(1.0)  # some bytes on the wire, far from done (3 MiB at 256 KiB/s = 12 s)
         proc.send_signal(sig)
@@ -76,3 +77,22 @@ def test_plain_progress_lines_no_carriage_return(ua_server, run_ua, tmp_path):
     assert len(speed) >= 4, p.stderr  # start, ≥2 ticks in ~2 s, end
     assert lines.count(" (throttled to 524288 bytes/sec)") == len(speed)
     assert any(re.match(re.escape(str(f)) + r" +\d+\.\d\d% complete$", ln) for ln in lines), p.stderr
+
+
+def test_interrupt_before_any_upload(make_server, tmp_path):
+    srv = make_server(fault="api-503=1")  # every API call answers 503 + Retry-After: ua keeps waiting
+    f = tmp_path / "a.txt"
+    f.write_text("a\n")
+    proc = subprocess.Popen([sys.executable, "-m", "ua", str(f)], env=clean_env(srv.env()), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: any(r["route"] == "/system/greet" for r in srv.requests()))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert out == b""
+    assert b"Interrupted: stopping before any upload started." in err
+    assert not any(r["route"] == "/file/new" for r in srv.requests())
