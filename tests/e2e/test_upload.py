@@ -225,3 +225,19 @@ def test_view_token_cannot_upload_but_upload_token_can(run_ua, ua_server, data):
     p = run_ua("--do-not-resume", "data/hello.txt", env=ua_server.env(token=tok), cwd=data)
     assert p.returncode == 0, p.stderr
     assert ID_RE.match(p.stdout.strip())
+
+
+def test_hidden_apiserver_options_and_auth_token(run_ua, ua_server, data):
+    env = {"DX_USER_CONF_DIR": str(data)}  # nothing configured at all
+    p = run_ua("--apiserver-protocol", "http", "--apiserver-host", "127.0.0.1", "--apiserver-port", ua_server.port,
+               "-a", ua_server.admin_token, "-p", ua_server.project_id, "--do-not-resume", "data/hello.txt",
+               env=env, cwd=data)
+    assert p.returncode == 0, p.stderr
+    assert ID_RE.match(p.stdout.strip())
+
+
+def test_wait_on_close(run_ua, make_server, data):
+    srv = make_server(close_delay=1.5)
+    p = run_ua("--wait-on-close", "data/hello.txt", env=srv.env(), cwd=data)
+    assert p.returncode == 0, p.stderr
+    assert describe(srv, p.stdout.strip())["state"] == "closed"
