@@ -10,6 +10,13 @@ NOT_VALID = ('ERROR: "{spec}" does not represent a valid project name or ID (wit
              "the project name/ID given and whether you have >= UPLOAD permission to project specified.")
 
 
+def new_project(server, name):
+    """Through the API (an admin subprocess per project is slow)."""
+    status, body = server.api("/project/new", {"name": name})
+    assert status == 200, body
+    return body["id"]
+
+
 @pytest.fixture
 def files(tmp_path):
     (tmp_path / "a.txt").write_text("hello\n")
@@ -158,12 +165,12 @@ def test_unknown_project_name_and_id(run_ua, ua_server, files):
 
 
 def test_project_by_name_and_ambiguous_name(run_ua, ua_server, files):
-    pid = ua_server.new_project("unique-name-e2e")
+    pid = new_project(ua_server, "unique-name-e2e")
     p = run_ua("-p", "unique-name-e2e", "a.txt", cwd=files)
     assert p.returncode == 0, p.stderr
     assert ua_server.api(f"/{p.stdout.strip()}/describe")[1]["project"] == pid
-    ua_server.new_project("twin")
-    ua_server.new_project("twin")
+    new_project(ua_server, "twin")
+    new_project(ua_server, "twin")
     before = len(file_news(ua_server))
     p = run_ua("-p", "twin", "a.txt", cwd=files)
     assert p.returncode == 3 and p.stdout == ""

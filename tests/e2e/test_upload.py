@@ -13,6 +13,13 @@ ID_RE = re.compile(r"^file-[0-9BFGJKPQVXYZbfgjkpqvxyz]{24}$")
 FAST = {"UA_RETRY_BASE_DELAY": "0.001"}
 
 
+def new_project(server, name):
+    """Through the API (an admin subprocess per project is slow)."""
+    status, body = server.api("/project/new", {"name": name})
+    assert status == 200, body
+    return body["id"]
+
+
 def describe(server, fid):
     status, body = server.api(f"/{fid}/describe", {"properties": True})
     assert status == 200, body
@@ -133,7 +140,7 @@ def test_broken_symlink_and_fifo_reported_per_file(run_ua, ua_server, data):
 
 
 def test_manifest_entries_are_uploaded(run_ua, ua_server, data):
-    other = ua_server.new_project("manifest-target")
+    other = new_project(ua_server, "manifest-target")
     m = data / "m.json"
     m.write_text(json.dumps({
         other: [{"path": "data/hello.txt", "folder": "/m", "name": "h1"}],
@@ -172,7 +179,7 @@ def test_stdin(run_ua, ua_server, data):
 
 
 def test_multiple_projects_folders_names(run_ua, ua_server, data):
-    p2 = ua_server.new_project("pairing-second")
+    p2 = new_project(ua_server, "pairing-second")
     p = run_ua("-p", ua_server.project_id, "-p", "pairing-second", "-f", "/one", "-f", "/two", "-n", "first.txt",
                "-n", "dirname", "--recursive", "data/hello.txt", "data/tree", cwd=data)
     assert p.returncode == 0, p.stderr
