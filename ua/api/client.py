@@ -32,6 +32,8 @@ from ua.api.transport import APIConfig, Throttle, Transport
 
 __all__ = ["APIConfig", "DXClient", "new_nonce"]
 
+MAX_PAGES = 100_000  # find* pages followed in one query (1000 results each at most)
+
 
 def new_nonce() -> str:
     """64 random hex digits, a space, a timestamp (like the Upload Agent); ≤ 128 bytes."""
@@ -98,12 +100,23 @@ class DXClient:
                         max_results: int | None) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         body = dict(query)
+        seen: set[str] = set()
         while True:
             resp = await self.call(route, body)
-            results.extend(resp.get("results", []))
+            page = resp.get("results", []) if isinstance(resp, dict) else None
+            if not isinstance(page, list):
+                raise BadResponse(f"Malformed {route} response (no results list)", route=route)
+            results.extend(page)
             nxt = resp.get("next")
             if nxt is None or (max_results is not None and len(results) >= max_results):
                 return results if max_results is None else results[:max_results]
+            # A cursor that does not advance (or a server that pages forever) would loop
+            # for ever: every cursor may be seen once, and the number of pages is bounded.
+            key = repr(nxt)
+            if key in seen or len(seen) >= MAX_PAGES:
+                raise BadResponse(f"{route} pagination does not advance (next={str(nxt)[:80]}); "
+                                  "giving up", route=route)
+            seen.add(key)
             body = {**query, "starting": nxt}
 
     async def find_projects(self, name: str | dict | None = None, level: str | None = None,
