@@ -101,7 +101,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("--json", None, "flag", "json", "(ua) Print one JSON object per file and a summary object on stdout "
         "instead of the plain ID lines."),
     Opt("--compress-level", None, "one", "compress_level", "(ua) gzip level 0-3 (isal; 1 is fast). [default: 1]", "N"),
-    # hidden options of the C++ agent
+    # hidden options of the C++ agent (--file is what its positional arguments are bound to)
+    Opt("--file", None, "many", "file", "", hidden=True),
     Opt("--apiserver-protocol", None, "one", "apiserver_protocol", "", hidden=True),
     Opt("--apiserver-host", None, "one", "apiserver_host", "", hidden=True),
     Opt("--apiserver-port", None, "one", "apiserver_port", "", hidden=True),
@@ -342,7 +343,7 @@ def parse_argv(argv: list[str]) -> Options:
         raise UsageError(exc.format_message()) from None
     p = ctx.params
     o = Options()
-    o.files = list(p["files"])
+    o.files = list(p["file"]) + list(p["files"])
     for flag in ("help", "version", "env", "test", "recursive", "do_not_compress", "progress", "verbose",
                  "wait_on_close", "do_not_resume", "read_from_stdin", "manifest", "json",
                  "override_file_limit"):

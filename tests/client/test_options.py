@@ -70,6 +70,10 @@ def test_long_forms_equals_and_prefixes():
     assert notes == ["Uploads are throttled to 1048576 bytes/sec."]
 
 
+def test_hidden_file_option():
+    assert parse_argv(["--file", "a", "b"]).files == ["a", "b"]
+
+
 def test_values_starting_with_dash_and_double_dash():
     o = parse_argv(["-u", "-1", "--", "-weird", "--also"])
     assert o.upload_threads == -1 and o.files == ["-weird", "--also"]
@@ -142,6 +146,6 @@ def test_help_lists_options_and_exit_codes():
                 "--wait-on-close", "--do-not-resume", "--test", "--read-from-stdin", "--manifest", "--env",
                 "--version", "--json", "--compress-level"):
         assert opt in text, opt
-    for hidden in ("--apiserver-host", "--certificate-file", "--override-file-limit"):
+    for hidden in ("--apiserver-host", "--certificate-file", "--override-file-limit", "--file "):
         assert hidden not in text
     assert "130" in text and "Exit codes" in text and "C++ Upload Agent" in text
