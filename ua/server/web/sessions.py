@@ -26,13 +26,13 @@ def _key(sid: str) -> str:
 
 @dataclass
 class Session:
-    token: str
-    user_id: str
+    token: str = field(repr=False)  # never in a repr/log line
+    user_id: str = ""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     created: float = field(default_factory=time.monotonic)
     seen: float = field(default_factory=time.monotonic)
     flash: list[tuple[str, str]] = field(default_factory=list)
-    reveal: dict | None = None  # a newly created token, shown exactly once
+    reveal: dict | None = field(default=None, repr=False)  # a new token, shown exactly once
 
     def check_csrf(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(self.csrf, given)

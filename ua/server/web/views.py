@@ -21,7 +21,8 @@ import jinja2
 from aiohttp import web
 
 from .. import errors as E
-from ..service import ADMINISTER, LEVEL_NAMES, LEVELS, UPLOAD, VIEW, Caller, Service
+from ..service import ADMINISTER, LEVEL_NAMES, LEVELS, UPLOAD, Caller, Service
+from ..store import now_ms
 from .sessions import Session, SessionStore
 
 PREFIX = "/console"
@@ -281,7 +282,7 @@ class Console:
             return web.json_response(exc.body(), status=exc.status)
         counts = {st: sum(f["state"] == st for f in files) for st in ("open", "closing", "closed")}
         return web.json_response({"folder": folder, "folders": folders, "files": files,
-                                  "counts": counts, "now": fmt_time(int(_now_ms()))})
+                                  "counts": counts, "now": fmt_time(now_ms())})
 
     async def new_folder(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
@@ -447,11 +448,6 @@ class Console:
 
 def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
-
-
-def _now_ms() -> int:
-    import time
-    return int(time.time() * 1000)
 
 
 def _parse_expiry(date: str, time_: str) -> int | None:
