@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code = run(list(sys.argv[1:] if argv is None else argv))
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
-        pass
+    except BrokenPipeError:  # `ua ... | head`: no "Exception ignored" noise at shutdown
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
 
 
@@ -386,5 +386,5 @@ async def _upload(opts: Options, cfg, planned) -> int:
     try:
         write_stdout(results, sys.stdout, as_json=opts.json, seconds=seconds, code=code)
     except BrokenPipeError:
-        pass
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
