@@ -144,3 +144,11 @@ def test_in_flight_estimate_is_monotonic_and_capped():
     assert st.percent() == 100.0
     r.on_bytes_read(a, 100)
     assert st.percent() == 100.0 and st.shown == 1000
+
+
+def test_stdin_status_shows_bytes():
+    r = Reporter("plain", stream=io.StringIO(), total_files=1, interval=100)
+    t = FileTask(label="reads.fq", source=FileSource.STDIN, project="p", folder="/", name="reads.fq")
+    r.on_file_started(t, None, "file-1")
+    r.on_bytes_read(t, 3 * 1024 * 1024)
+    assert r.status_lines()[0] == "reads.fq 3.00 MB read"

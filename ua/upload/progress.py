@@ -170,7 +170,7 @@ class Reporter:
     def status_lines(self) -> list[str]:
         with self._lock:
             active = [f for f in self._files.values() if not f.done]
-            shown = ", ".join(f"{f.label} {f.percent():6.2f}% complete" for f in active[:MAX_LISTED])
+            shown = ", ".join(_file_status(f) for f in active[:MAX_LISTED])
             if len(active) > MAX_LISTED:
                 shown += f", … and {len(active) - MAX_LISTED} more"
             if not active:
@@ -259,6 +259,12 @@ class Reporter:
                        "Closing...")
         elif result.state is FileState.FAILED:
             self.write(f'File "{task.label}" could not be uploaded: {result.error or "unknown error"}')
+
+
+def _file_status(f: _FileStat) -> str:
+    if f.total is None:  # stdin: size unknown until the end
+        return f"{f.label} {f.shown / MIB:.2f} MB read"
+    return f"{f.label} {f.percent():6.2f}% complete"
 
 
 def _width(stream: IO[str]) -> dict[str, Any]:
