@@ -44,11 +44,11 @@ class CSRFError(Exception):
 
 # --- formatting helpers (also used by templates) ------------------------------------------------
 
-def fmt_time(ms: int | None) -> str:
+def fmt_time(ms: int | None, utc: bool = True) -> str:
     if ms is None:
         return "never"
     t = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
-    return t.strftime("%Y-%m-%d %H:%M UTC")
+    return t.strftime("%Y-%m-%d %H:%M UTC" if utc else "%Y-%m-%d %H:%M")
 
 
 def fmt_size(n: int | None) -> str:
@@ -388,8 +388,8 @@ class Console:
         for t in reversed(mine):
             t = dict(t)
             t["project_name"] = names.get(t["project"], "") if t["project"] else ""
-            t["created_h"] = fmt_time(t["created"])
-            t["expires_h"] = fmt_time(t["expires"])
+            t["created_h"] = fmt_time(t["created"], utc=False)
+            t["expires_h"] = fmt_time(t["expires"], utc=False)
             t["current"] = t["id"] == caller.token_id
             toks.append(t)
         reveal, s.reveal = s.reveal, None
