@@ -74,7 +74,7 @@ def test_close_rules_custom_params(make_server):
 
 
 def test_closing_state_and_repeated_close(make_server):
-    h = make_server(close_delay=1.5)
+    h = make_server(close_delay=4)
     fid = new_file(h)
     assert put_part(h, fid, 1, b"data")[0] == 200
     assert ok(h, f"/{fid}/close") == {"id": fid}
@@ -220,10 +220,10 @@ def test_tampered_upload_url(ua_server):
 
 
 def test_expired_upload_and_download_urls(make_server):
-    h = make_server(upload_url_ttl=1)
+    h = make_server(upload_url_ttl=2)
     fid = new_file(h)
     info = ok(h, f"/{fid}/upload", {"index": 1, "size": 4, "md5": md5hex(b"data")})
-    time.sleep(2.1)
+    time.sleep(3.1)
     st, _, body = raw(info["url"], "PUT", b"data")
     assert st == 403 and b"expired" in body
     assert put_part(h, fid, 1, b"data")[0] == 200

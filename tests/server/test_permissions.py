@@ -80,9 +80,9 @@ def test_view_token_cannot_upload(ua_server):
 
 def test_expired_token(ua_server):
     h = ua_server
-    tok = h.new_token(expires="1s")
+    tok = h.new_token(expires="3s")
     assert ok(h, "/system/whoami", {}, tok)["id"] == "user-admin"
-    time.sleep(1.3)
+    time.sleep(3.2)
     st, res = call(h, "/system/whoami", {}, tok)
     assert st == 401 and err_type(res) == "InvalidAuthentication"
     assert "expired" in res["error"]["message"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -930,7 +931,7 @@ class Service:
             c.execute("INSERT INTO parts(file_id, idx, state, size, md5) VALUES(?,?,'pending',?,?)"
                       " ON CONFLICT(file_id, idx) DO UPDATE SET state='pending',"
                       " size=excluded.size, md5=excluded.md5", (file_id, index, size, md5))
-        expires = int(time.time()) + self.upload_url_ttl
+        expires = math.ceil(time.time() + self.upload_url_ttl)
         s = "" if size is None else size
         m = md5 or ""
         sig = sign_upload(self.secret, file_id, index, s, m, expires)
@@ -1024,7 +1025,7 @@ class Service:
         duration = _get(inp, "duration", int, DOWNLOAD_URL_TTL_S)
         if duration <= 0:
             raise E.InvalidInput("duration must be positive")
-        expires = int(time.time()) + min(duration, 30 * 86400)
+        expires = math.ceil(time.time() + min(duration, 30 * 86400))
         sig = sign_download(self.secret, file_id, expires)
         url = f"{base_url}/download/{file_id}?expires={expires}&sig={sig}"
         return {"url": url, "headers": {}, "expires": expires * 1000}
