@@ -92,3 +92,17 @@ def test_invite_uninvite(ua_server, dx):
     assert desc["level"] == "UPLOAD"
     _ok(dx("uninvite", "bob", pid))
     assert dx("describe", pid, env=bob_env).returncode != 0
+
+
+def test_dx_upload_survives_put_faults(make_server, dx, files, tmp_path):
+    """dxpy's own retry loop copes with the storage faults (fresh /upload URL per try)."""
+    h = make_server(fault="put-500=0.3,put-baddigest=0.2,put-reset=0.2,put-503=0.2", fault_seed=3)
+    fid = _ok(dx("upload", "--brief", files / "big.bin", env=h.env())).strip()
+    puts = [r for r in h.requests() if r["route"] == "PUT /upload"]
+    assert any(r["fault"] for r in puts)
+    assert sorted(r["index"] for r in puts if r["status"] == 200) == [1, 2, 3]
+    assert json.loads(_ok(dx("describe", "--json", fid, env=h.env())))["state"] == "closed"
+    ok_ = h.api("/admin/faults", {"spec": ""})
+    assert ok_[0] == 200
+    _ok(dx("download", fid, "-o", tmp_path / "out.bin", env=h.env()))
+    assert (tmp_path / "out.bin").read_bytes() == (files / "big.bin").read_bytes()
