@@ -8,7 +8,7 @@ conftest.
 
 from __future__ import annotations
 
-import gzip
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +19,8 @@ import time
 import urllib.request
 import zlib
 from pathlib import Path
+
+from isal import igzip
 
 MiB = 1024 * 1024
 # The fastest retry delays the client offers (ua/api/retry.py) and a short stall detector
@@ -42,10 +44,15 @@ def fastq_bytes(n: int, seed: int) -> bytes:
     return bytes(out[:n])
 
 
+@functools.lru_cache(maxsize=4)
+def _fastq_block(seed: int) -> bytes:
+    return fastq_bytes(256 * 1024, seed)
+
+
 def fast_fastq_bytes(n: int, seed: int) -> bytes:
-    """Cheap FASTQ-like data (a shuffled block repeated with per-record variation)."""
+    """Cheap FASTQ-like data (a block repeated with per-block and per-seed variation)."""
     rng = random.Random(seed)
-    block = fastq_bytes(256 * 1024, seed)
+    block = _fastq_block(seed % 3)
     out = bytearray()
     k = 0
     while len(out) < n:
@@ -56,7 +63,8 @@ def fast_fastq_bytes(n: int, seed: int) -> bytes:
     return bytes(out[:n])
 
 
-def make_batch(d: Path, seed: int, *, prefix: str = "", big: bool = True) -> dict[str, bytes]:
+def make_batch(d: Path, seed: int, *, prefix: str = "", big: bool = True,
+               random_mib: int = 10) -> dict[str, bytes]:
     """A batch of sources: small text, multi-part random (incompressible), multi-part FASTQ
     (compressed by ua), an already gzipped multi-part file (sent as is). Returns
     {local path: content}."""
@@ -68,9 +76,8 @@ def make_batch(d: Path, seed: int, *, prefix: str = "", big: bool = True) -> dic
         f"{prefix}reads.fastq": fast_fastq_bytes((11 if big else 6) * MiB + 12345, seed),
     }
     if big:
-        files[f"{prefix}random.bin"] = rng.randbytes(10 * MiB + 777)
-        files[f"{prefix}already.fastq.gz"] = gzip.compress(rng.randbytes(5 * MiB + 4321),
-                                                           compresslevel=1)
+        files[f"{prefix}random.bin"] = rng.randbytes(random_mib * MiB + 777)
+        files[f"{prefix}already.fastq.gz"] = igzip.compress(rng.randbytes(5 * MiB + 4321), 0)
     out = {}
     for name, data in files.items():
         p = d / name
@@ -226,4 +233,56 @@ def state_snapshot(server) -> dict:
                              for p in server.data_dir.parent.rglob("*")
                              if not str(p).startswith(str(server.data_dir))
                              and not p.name.endswith("-server.log"))
+    return out
+
+
+def wait_quiet(server, quiet: float = 0.3, timeout: float = 10.0) -> int:
+    """Wait until the request log stops growing (in-flight requests of a killed client have
+    been answered or dropped); returns its length."""
+    deadline = time.monotonic() + timeout
+    n = len(server.requests())
+    still = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        m = len(server.requests())
+        if m != n:
+            n, still = m, time.monotonic()
+        elif time.monotonic() - still >= quiet:
+            break
+    return n
+
+
+def objects_by_source(server, sources, project: str | None = None) -> dict[str, list[dict]]:
+    """{source path: [file objects whose .system-fileSignature names that path]}."""
+    out: dict[str, list[dict]] = {os.path.realpath(p): [] for p in sources}
+    for r in find_files(server, project):
+        sig = (r["describe"].get("properties") or {}).get(".system-fileSignature", "")
+        for p in out:
+            if sig.endswith(" " + p):
+                out[p].append({"id": r["id"], **r["describe"]})
+    return out
+
+
+def complete_parts(server, fid: str) -> dict[int, str]:
+    d = describe(server, fid)
+    return {int(k): v.get("md5") for k, v in (d.get("parts") or {}).items()
+            if v.get("state") == "complete"}
+
+
+def puts_since(server, since: int) -> dict[tuple[str, int | None], int]:
+    out: dict = {}
+    for r in server.requests()[since:]:
+        if r.get("route") == "PUT /upload":
+            key = (r["file"], r["index"])
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def crash_batch(d: Path, seed: int) -> dict[str, bytes]:
+    """The crash tests' batch: small, empty, 2-part FASTQ (compressed by ua), 2-part random."""
+    out = make_batch(d, seed, big=False)
+    p = d / "random.bin"
+    data = random.Random(seed).randbytes(6 * MiB + 999)
+    p.write_bytes(data)
+    out[str(p)] = data
     return out

@@ -181,7 +181,7 @@ class FakeDX:
                 parts = {}
             if m == "describe-huge":
                 pad = {str(i): {"size": 0, "md5": "0" * 32, "state": "complete"}
-                       for i in range(100_000, 400_000)}
+                       for i in range(100_000, 160_000)}
                 parts.update(pad)
             if m == "describe-redirect":
                 raise web.HTTPFound(f"{self.elsewhere}/describe")
