@@ -150,7 +150,7 @@ _UNITS = {"": 1, "B": 1, "K": KIB, "M": MIB, "G": GIB}
 
 def parse_size(text: str) -> int:
     """``75M`` → 78643200. Digits plus one optional uppercase unit B/K/M/G (powers of 1024)."""
-    m = _SIZE_RE.match(text)
+    m = _SIZE_RE.fullmatch(text)  # not .match: "$" also matches before a trailing newline
     if not m:
         raise UsageError(
             f"Invalid size argument: '{text}'; provide an integer optionally followed by units "
