@@ -231,18 +231,24 @@ def report(res: dict) -> str:
                  f"{res['scale']}, repeat {res['repeat']}; ua {res['git']}; {m['utc']} UTC")
     lines.append("")
     lines.append("| scenario | tool | input | wall s | MB/s | files/s | client CPU s/GB | "
-                 "server CPU s/GB | client peak RSS MiB | target | result |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+                 "server CPU s/GB | CPU ceiling | client peak RSS MiB | target | result |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    ncpu = m["nproc"] or 1
     sc = res["scenarios"]
 
     def fmt(name: str, label: str, target: str = "", verdict: str = "") -> None:
         b = sc[name]["best"][label]
         inp = f"{b['bytes'] / MB:,.0f} MB" if name != "many" else \
             f"{b['files']} × {b['bytes'] / b['files'] / 1024:.0f} KiB"
+        cpu_gb = b["client_cpu_s_per_GB"] + b["server_cpu_s_per_GB"]
+        if name == "many":
+            ceil = f"{ncpu * 1000 / (b['client_cpu_ms_per_file'] + b['server_cpu_ms_per_file']):.0f} files/s"
+        else:
+            ceil = f"{ncpu * 1000 / cpu_gb:.0f} MB/s"
         lines.append(f"| {name} | {label} | {inp} | {b['wall_s']:.2f} | {b['MB_per_s']:.1f} | "
                      f"{b['files_per_s']:.1f} | {b['client_cpu_s_per_GB']:.2f} | "
-                     f"{b['server_cpu_s_per_GB']:.2f} | {b['peak_rss_MiB']:.0f} | {target} | "
-                     f"{verdict} |")
+                     f"{b['server_cpu_s_per_GB']:.2f} | {ceil} | {b['peak_rss_MiB']:.0f} | "
+                     f"{target} | {verdict} |")
 
     verdicts = []
     if "gz" in sc:
@@ -264,7 +270,8 @@ def report(res: dict) -> str:
                 fmt("plain", label, "(reference)")
         lines.append(f"| plain | ISA-L L1 limit ({lim['threads']} threads) | "
                      f"{lim['bytes'] / MB:,.0f} MB | {lim['wall_s']:.2f} | {lim['MB_per_s']:.1f} "
-                     f"| | {1e9 / MB / lim['MB_per_cpu_s']:.2f} (compress only) | | | | |")
+                     f"| | {1e9 / MB / lim['MB_per_cpu_s']:.2f} (compress only) | | "
+                     f"{ncpu * lim['MB_per_cpu_s']:.0f} MB/s | | | |")
     if "many" in sc:
         ua, dx = sc["many"]["best"]["ua"], sc["many"]["best"]["dx"]
         ratio = ua["files_per_s"] / dx["files_per_s"]
@@ -287,6 +294,9 @@ def report(res: dict) -> str:
             lines.append(f"many/{label}: client {b['client_cpu_ms_per_file']:.1f} ms CPU/file, "
                          f"server {b['server_cpu_ms_per_file']:.1f} ms CPU/file, "
                          f"{b['requests']} API+PUT requests ({b['requests'] / b['files']:.1f}/file)")
+    lines.append(f"CPU ceiling = {ncpu} CPUs / (client + server CPU seconds per unit): the rate "
+                 "at which client and server together would use every core of this machine "
+                 "(they share it); no amount of concurrency goes beyond it.")
     lines.append("")
     lines.append("| check | measured | target | |")
     lines.append("|---|---:|---:|---|")
@@ -311,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verify", choices=["all", "ua", "none"], default="all",
                     help="round-trip one file per scenario and tool (all), ua only, or none")
     ap.add_argument("--ua-args", default="", help="extra ua options, e.g. '-c 2'")
-    ap.add_argument("--ua-alt", default=None,
-                    help="also run ua with these options as a second ua row (e.g. '-c 2')")
+    ap.add_argument("--alt", action="append", default=[], metavar="SCENARIO:ARGS",
+                    help="also run ua with these options as an extra row in that scenario, "
+                         "e.g. 'plain:-c 2' (repeatable)")
     ap.add_argument("--json", default=None, help="write all numbers to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the temp data (debugging)")
     a = ap.parse_args(argv)
@@ -338,16 +349,19 @@ def main(argv: list[str] | None = None) -> int:
         data = prepare(work, a.scale, only)
         server = Server(str(work))
         print(f"# ua-server {server.url}, data dir {server.data_dir}", file=sys.stderr)
-        tools_ua = [("ua", "ua", ua_extra)]
-        if a.ua_alt is not None:
-            tools_ua.append((f"ua {a.ua_alt}".strip(), "ua", a.ua_alt.split()))
+        alts: dict[str, list[str]] = {}
+        for spec in a.alt:
+            scen, _, args = spec.partition(":")
+            alts.setdefault(scen, []).append(args)
         for name in ("gz", "plain", "many"):
             if name not in only:
                 continue
             srcs = data[name] if name == "many" else [data[name]]
             warm(srcs)
             nbytes = sum(p.stat().st_size for p in srcs)
-            tools = tools_ua + [("dx", "dx", [])]
+            tools = [("ua", "ua", ua_extra)]
+            tools += [(f"ua {x}", "ua", ua_extra + x.split()) for x in alts.get(name, [])]
+            tools += [("dx", "dx", [])]
             if name == "plain":
                 res["compression_limit"] = compression_limit(srcs[0])
                 lim = res["compression_limit"]
