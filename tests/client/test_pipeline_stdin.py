@@ -42,7 +42,7 @@ class Trickle(io.RawIOBase):
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import ServerHandle
+    from livesrv import ServerHandle
 
     h = ServerHandle(tmp_path_factory.mktemp("uasrv") / "data",
                      {"min_part_size": 64 * KiB, "fault": "put-500=0.15,put-reset=0.05",

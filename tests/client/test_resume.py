@@ -23,7 +23,7 @@ CHUNK = 64 * KiB
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import ServerHandle
+    from livesrv import ServerHandle
 
     h = ServerHandle(tmp_path_factory.mktemp("uasrv") / "data", {"min_part_size": CHUNK}).start()
     yield h
