@@ -168,6 +168,7 @@ class Run:
     stdout: str
     stderr: str
     requests: int = 0  # request-log lines written during the run
+    req_from: int = 0  # first request-log line of the run
     extra: dict = field(default_factory=dict)
 
     @property
@@ -236,7 +237,7 @@ def measure(cmd: list[str], env: dict[str, str], server: Server | None = None, *
                peak_rss=sampler.peak, maxrss=ru.ru_maxrss * 1024, server_cpu=s_cpu,
                stdout=out_f.read().decode(errors="replace"),
                stderr=err_f.read().decode(errors="replace"),
-               requests=(server.request_count() - n_req0) if server else 0)
+               requests=(server.request_count() - n_req0) if server else 0, req_from=n_req0)
 
 
 FILE_ID = re.compile(r"^file-[0-9A-Za-z]{24}$")
@@ -255,6 +256,16 @@ def check_ids(run: Run, expected: int, what: str) -> list[str]:
                          f"(want {expected}), bad lines {bad[:3]}\nstderr tail:\n"
                          f"{run.stderr[-2000:]}")
     return ids
+
+
+def check_closed(run: Run, server: Server, ids: list[str], what: str) -> int:
+    """Every ID got a successful ``/close`` during the run (from the server's request log)."""
+    closed = {q["file"] for q in server.requests(run.req_from)
+              if q["route"].endswith("/close") and q["status"] == 200}
+    missing = [i for i in ids if i not in closed]
+    if missing:
+        raise SystemExit(f"{what}: {len(missing)} file(s) never closed, e.g. {missing[:3]}")
+    return len(ids)
 
 
 # --------------------------------------------------------------------------- verification

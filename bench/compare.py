@@ -38,8 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import (DX, GB, MB, UA, MiB, Run, Server, check_ids, datagen, git_rev, machine,
-                    md5_file, measure, verify_roundtrip)
+from common import (DX, GB, MB, UA, MiB, Run, Server, check_closed, check_ids, datagen, git_rev,
+                    machine, md5_file, measure, verify_roundtrip)
 
 from ua.options import DEFAULT_CHUNK_SIZE, default_compress_threads
 
@@ -172,6 +172,7 @@ def scenario(name: str, srcs: list[Path], server: Server, work: Path, repeat: in
             paths = [links(s, d, f"t{t}r{k}") for s in srcs]
             r = run_tool(tool, paths, server, extra, d)
             ids = check_ids(r, len(paths), f"{name}/{label} run {k}")
+            check_closed(r, server, ids, f"{name}/{label} run {k}")
             rw = row(name, label, r, nbytes, len(paths))
             rows[label].append(rw)
             firsts.setdefault(label, (ids[0], paths[0]))
