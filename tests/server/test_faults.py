@@ -173,3 +173,8 @@ def test_put_reset_on_empty_part(ua_server, faulty):
     rec = _last_put(h, fid)
     assert rec["fault"] == "put-reset" and rec["status"] == 0
     assert ok(h, f"/{fid}/describe")["parts"]["1"]["state"] == "pending"
+
+
+def test_zz_faults_left_no_tracebacks(ua_server):
+    """Runs last in this module: dropped/reset/stalled connections are not server errors."""
+    assert "Traceback" not in ua_server.server_log(), ua_server.server_log()[-3000:]

@@ -145,3 +145,39 @@ def test_dx_env_file_and_restart(make_server):
     assert h.admin_token == token and h.project_id == project
     assert ok(h, f"/{fid}/describe")["state"] == "closed"
     assert ok(h, "/system/whoami")["id"] == "user-admin"
+
+
+def test_deep_json_and_client_abort(ua_server):
+    import socket
+    import time
+    h = ua_server
+    deep = b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    st, _, body = _post(h, "/system/whoami", deep)
+    assert st in (400, 422) and json.loads(body)["error"]["type"] in ("MalformedJSON", "InvalidInput")
+    nested = {"project": h.project_id, "details": {}}
+    cur = nested["details"]
+    for _ in range(100):
+        cur["x"] = {}
+        cur = cur["x"]
+    st, res = call(h, "/file/new", nested)
+    assert st == 422 and err_type(res) == "InvalidInput"
+
+    fid = new_file(h, name="aborted.bin")
+    data = b"q" * 3_000_000
+    info = ok(h, f"/{fid}/upload", {"index": 1, "size": len(data), "md5": md5hex(data)})
+    u = urllib.parse.urlsplit(info["url"])
+    s = socket.create_connection((u.hostname, u.port))
+    s.sendall((f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+               ).encode() + data[:1_000_000])
+    time.sleep(0.3)
+    s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        recs = [r for r in h.requests() if r["file"] == fid and r["route"] == "PUT /upload"]
+        if recs:
+            break
+        time.sleep(0.05)
+    assert recs and recs[-1]["status"] == 0 and 0 < recs[-1]["bytes"] < len(data)
+    assert not list((h.data_dir / "blobs" / fid).glob("*.tmp.*"))
+    assert ok(h, f"/{fid}/describe")["parts"]["1"]["state"] == "pending"
+    assert "Traceback" not in h.server_log()

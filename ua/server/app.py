@@ -32,6 +32,7 @@ from .signing import SignatureError, check, sign_download, sign_upload
 from .store import Store
 
 MAX_API_BODY = 10 * 1024 * 1024
+MAX_JSON_DEPTH = 64
 BATCH = 4 * 1024 * 1024  # bytes handed to the hashing/writing thread at a time
 READ_BUFSIZE = 1024 * 1024  # request body buffer before reading pauses
 SLOW_RATE = 2 * 1024 * 1024  # bytes/s for put-slow
@@ -180,9 +181,26 @@ async def _read_json(request: web.Request) -> dict:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise E.MalformedJSON("The request body could not be parsed as JSON") from None
+    except RecursionError:
+        raise E.MalformedJSON("The request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise E.InvalidInput("The request body must be a JSON object")
+    if not _depth_ok(value, MAX_JSON_DEPTH):
+        raise E.InvalidInput(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
 
 
 async def api_handler(request: web.Request) -> web.Response:
@@ -220,6 +238,9 @@ async def api_handler(request: web.Request) -> web.Response:
             resp = json_response(result)
         except E.APIError as exc:
             resp = error_response(exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            status = 0  # the client went away while sending the body
+            return Dropped()
         except Exception:  # noqa: BLE001 - report, never leak internals
             traceback.print_exc(file=sys.stderr)
             resp = error_response(E.InternalError("Internal server error"))
@@ -302,7 +323,10 @@ class Dropped(web.Response):
 async def _drain(request: web.Request, slow: bool = False) -> int:
     n = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            return n
         if not chunk:
             return n
         n += len(chunk)
@@ -384,7 +408,10 @@ async def _put(request, st: State, svc: Service, fid: str):
     ok = False
     try:
         while True:
-            chunk = await request.content.readany()
+            try:
+                chunk = await request.content.readany()
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                return Dropped(), index, fault, n  # the client went away mid-body
             if chunk:
                 n += len(chunk)
                 batch.append(chunk)
