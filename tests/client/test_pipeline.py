@@ -20,7 +20,7 @@ KiB = 1024
 @pytest.fixture(scope="module")
 def small_parts(tmp_path_factory):
     """A server whose minimumPartSize is 64 KiB, so multi-part files stay small."""
-    from conftest import ServerHandle
+    from livesrv import ServerHandle
 
     h = ServerHandle(tmp_path_factory.mktemp("uasrv") / "data",
                      {"min_part_size": 64 * KiB}).start()
@@ -195,3 +195,32 @@ async def test_wait_on_close(make_server, tmp_path):
         d2 = await api.file_describe(r2.file_id)
     assert r1.remote_state == "closing" and r1.ok
     assert r2.remote_state == "closed" and d2["state"] == "closed"
+
+
+async def test_part_not_complete_at_verification_is_uploaded_again(small_parts, tmp_path):
+    """Somebody resets part 1 to pending (a new /upload with other size/md5) after we sent it:
+    the describe-before-close check notices and re-sends it, then closes."""
+    data = bytes(range(256)) * 1024  # 256 KiB → 4 parts of 64 KiB
+    src = tmp_path / "reset.bin"
+    src.write_bytes(data)
+
+    class Saboteur(Recorder):
+        def on_bytes_read(self, task, raw_bytes):
+            super().on_bytes_read(task, raw_bytes)
+            if self.read == raw_bytes:  # after the first acknowledged part
+                fid = self.started[0][2]
+                status, _ = small_parts.api(f"/{fid}/upload",
+                                            {"index": 1, "size": 5, "md5": "0" * 32})
+                assert status == 200
+
+    rec = Saboteur()
+    async with client(small_parts) as api:
+        (res,) = await upload_files(api, [task(small_parts, src)],
+                                    UploadSettings(chunk_size=64 * KiB, compress=False,
+                                                   resume=False, upload_threads=1), rec)
+        assert res.state is FileState.UPLOADED, res.error
+        (blob,) = await download_all(api, [res.file_id])
+    assert blob == data
+    assert puts(small_parts, res.file_id)[1] == 2
+    assert any("Re-uploading part(s) 1" in m for m in rec.messages)
+    assert res.bytes_sent == len(data)

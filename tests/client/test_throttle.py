@@ -30,7 +30,7 @@ async def test_bucket_rate_over_many_concurrent_takers():
     await asyncio.gather(*(taker() for _ in range(8)))
     elapsed = time.monotonic() - t0
     expected = (got - bucket.burst) / bucket.rate
-    assert expected * 0.97 <= elapsed <= expected * 1.10 + 0.05
+    assert expected * 0.97 <= elapsed <= expected * 1.25 + 0.1  # sleeps overshoot under load
 
 
 def test_bucket_rejects_nonsense():
@@ -57,7 +57,8 @@ async def test_throttle_against_live_server(make_server, tmp_path):
         blobs = await download_all(api, [r.file_id for r in results])
     assert blobs == [p.read_bytes() for p in srcs]
     expected = 6_000_000 / rate  # 3.0 s
-    assert expected * 0.95 <= elapsed <= expected * 1.10, elapsed
+    # never faster than the limit; the upper bound allows for a loaded CI machine
+    assert expected * 0.95 <= elapsed <= expected * 1.3, elapsed
     # the server saw the bytes spread over time, not in one burst
     puts = sorted(r["t"] for r in srv.requests() if r["route"] == "PUT /upload")
     assert puts[-1] - puts[0] >= expected * 0.8

@@ -277,7 +277,9 @@ class Transport:
         rate = self.min_part_rate
         total = max(60.0, size / rate) + stall
         t0 = loop.time()
-        hard_deadline = t0 + total
+        # With a throttle, waiting for tokens can legitimately take longer than any fixed
+        # total; the stall window (which excludes token waits) still catches dead sockets.
+        hard_deadline = float("inf") if throttle is not None else t0 + total
         masked = mask_url(url)
         status: int | str = "error"
 
@@ -294,7 +296,7 @@ class Transport:
                     for off in range(0, size, piece):
                         chunk = view[off:off + piece]
                         if throttle is not None:
-                            deadline.reschedule(hard_deadline)  # waiting for tokens ≠ stall
+                            deadline.reschedule(None)  # waiting for tokens is not a stall
                             await throttle.acquire(len(chunk))
                         bump()
                         yield chunk

@@ -331,6 +331,7 @@ class _Pipeline:
                         self.mem_slots.release()
                         raise
                     self.spawn_part(tg, run, i, raw, i == plan.num_parts)
+                    del raw  # the part task owns the bytes now
         finally:
             self.close_local(run)
 
@@ -542,6 +543,7 @@ class _Pipeline:
         index = 0
         async with asyncio.TaskGroup() as tg:
             raw, last = first, at_eof
+            del first
             while True:
                 index += 1
                 if index > params.maximum_num_parts:
@@ -555,6 +557,7 @@ class _Pipeline:
                     index = 0  # zero parts
                     break
                 self.spawn_part(tg, run, index, raw, last)
+                raw = b""  # the part task owns the bytes now
                 if last:
                     break
                 if self.stopped():
