@@ -36,7 +36,7 @@ import functools
 import logging
 import os
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -514,7 +514,7 @@ class _Pipeline:
         reader = _StreamReader(stream)
         await self.mem_slots.acquire()
         try:
-            first, at_eof = await self._run(self.read_pool, reader.read_part, plan_c.part_size)
+            first, at_eof = await _in_daemon_thread(reader.read_part, plan_c.part_size)
         except BaseException:
             self.mem_slots.release()
             raise
@@ -564,7 +564,7 @@ class _Pipeline:
                     raise asyncio.CancelledError
                 await self.mem_slots.acquire()
                 try:
-                    raw, last = await self._run(self.read_pool, reader.read_part, part_size)
+                    raw, last = await _in_daemon_thread(reader.read_part, part_size)
                 except BaseException:
                     self.mem_slots.release()
                     raise
@@ -597,6 +597,30 @@ class _StreamReader:
             return bytes(buf), True
         self.carry = ahead
         return bytes(buf), False
+
+
+async def _in_daemon_thread(fn, *args):
+    """Run a blocking stdin read in a daemon thread: unlike an executor worker, a thread
+    blocked on an idle pipe cannot keep the process from exiting after Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def settle(ok: bool, value) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def runner() -> None:
+        try:
+            value, ok = fn(*args), True
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            value, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop is gone (run interrupted)
+            pass
+
+    threading.Thread(target=runner, daemon=True, name="ua-stdin").start()
+    return await fut
 
 
 def _crc_range(fd: int, off: int, length: int) -> int:
