@@ -151,8 +151,9 @@ def row(name: str, tool: str, r: Run, nbytes: int, nfiles: int) -> dict:
             "requests": r.requests, "rc": r.rc, "cmd": " ".join(r.cmd[1:2] + r.cmd[2:6])}
 
 
-def run_tool(tool: str, paths: list[Path], server: Server, extra: list[str], cwd: Path) -> Run:
-    env = server.env()
+def run_tool(tool: str, paths: list[Path], server: Server, extra: list[str], cwd: Path,
+             project: str) -> Run:
+    env = server.env_in(project)
     args = [str(p.relative_to(cwd)) for p in paths]
     if tool == "ua":
         cmd = UA + extra + args
@@ -170,7 +171,8 @@ def scenario(name: str, srcs: list[Path], server: Server, work: Path, repeat: in
         for t, (label, tool, extra) in enumerate(tools):
             d = work / "runs" / f"{name}-t{t}-r{k}"
             paths = [links(s, d, f"t{t}r{k}") for s in srcs]
-            r = run_tool(tool, paths, server, extra, d)
+            project = server.new_project(f"{name}-t{t}-r{k}")  # every run: an empty project
+            r = run_tool(tool, paths, server, extra, d, project)
             ids = check_ids(r, len(paths), f"{name}/{label} run {k}")
             check_closed(r, server, ids, f"{name}/{label} run {k}")
             rw = row(name, label, r, nbytes, len(paths))
