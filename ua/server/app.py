@@ -216,7 +216,7 @@ async def api_handler(request: web.Request) -> web.Response:
     try:
         try:
             inp = await _read_json(request)
-            if b == "upload" and file_id and isinstance(inp.get("index", 1), int):
+            if b == "upload" and file_id and type(inp.get("index", 1)) is int:
                 index = inp.get("index", 1)
             if a != "admin" and st.faults.rules:
                 name = None
