@@ -291,3 +291,64 @@ async def test_put_connection_reset_is_transient():
         with pytest.raises(TransientError):
             await api.put_part(f"http://127.0.0.1:{port}/x", {}, b"x" * 4_000_000)
     server.close()
+
+
+@pytest.fixture
+def tls_server_cert(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not available")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return key, cert
+
+
+async def test_tls_ca_file_noverify_and_untrusted(tls_server_cert):
+    import ssl
+
+    from ua.api.errors import TLSError
+
+    key, cert = tls_server_cert
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    calls = []
+
+    async def whoami(request):
+        calls.append(1)
+        return json_resp({"id": "user-tls"})
+
+    app = web.Application()
+    app.router.add_post("/system/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        for ca in (str(cert), "NOVERIFY"):
+            cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t", ca_cert=ca)
+            async with DXClient(cfg, policy=FAST) as api:
+                assert await api.whoami() == "user-tls"
+        cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t")
+        async with DXClient(cfg, policy=FAST) as api:
+            with pytest.raises(TLSError):  # self-signed, not in the system bundle: no retries
+                await api.whoami()
+        assert len(calls) == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_verbose_log_masks_token_and_signature(scripted, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="ua.api")
+    async with DXClient(scripted.config, policy=FAST) as api:
+        url, headers = await api.file_upload("file-x", 1, 5, "0" * 32)
+        await api.put_part(url, headers, b"hello")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /file-x/upload -> 200" in text and "PUT http://127.0.0.1" in text
+    assert "SECRET" not in text and "tok-secret-123" not in text and "sig=****" in text

@@ -224,3 +224,29 @@ async def test_part_not_complete_at_verification_is_uploaded_again(small_parts, 
     assert puts(small_parts, res.file_id)[1] == 2
     assert any("Re-uploading part(s) 1" in m for m in rec.messages)
     assert res.bytes_sent == len(data)
+
+
+async def test_memory_is_bounded_by_slots_not_file_size(small_parts, tmp_path):
+    """Parts take a memory slot before they are read: peak Python allocations stay near
+    (upload_threads + compress_threads) × part size × 2, far below the file size."""
+    import random
+    import tracemalloc
+
+    chunk = 256 * KiB
+    src = tmp_path / "incompressible.bin"
+    src.write_bytes(random.Random(4).randbytes(64 * chunk))  # 16 MiB, worst case for gzip
+    settings = UploadSettings(chunk_size=chunk, upload_threads=2, compress_threads=1,
+                              read_threads=2, resume=False)
+    async with client(small_parts) as api:
+        await api.file_upload_parameters(small_parts.project_id)  # warm the connection
+        tracemalloc.start()
+        try:
+            (res,) = await upload_files(api, [task(small_parts, src)], settings)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert res.state is FileState.UPLOADED, res.error
+        (blob,) = await download_all(api, [res.file_id])
+    assert single_member(blob) == src.read_bytes()
+    bound = (2 + 1) * chunk * 2
+    assert peak < bound + 1024 * KiB, f"peak {peak / 2**20:.1f} MiB > bound {bound / 2**20:.1f}"

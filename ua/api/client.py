@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ua import UA_COMPAT_VERSION
 from ua.api.errors import BadResponse
@@ -28,7 +28,7 @@ from ua.api.retry import (
     call_api_with_retries,
     run_part_with_retries,
 )
-from ua.api.transport import APIConfig, Throttle, Transport
+from ua.api.transport import APIConfig, Buffer, Throttle, Transport
 
 __all__ = ["APIConfig", "DXClient", "new_nonce"]
 
@@ -193,19 +193,22 @@ class DXClient:
             raise BadResponse(f"Malformed /upload response for {file_id} part {index}") from None
         return url, dict(headers)
 
-    async def put_part(self, url: str, headers: Mapping[str, str], body: bytes | memoryview,
+    async def put_part(self, url: str, headers: Mapping[str, str],
+                       body: bytes | bytearray | memoryview | Sequence[Buffer],
                        throttle: Throttle | None = None,
                        on_sent: Callable[[int], None] | None = None) -> None:
         """One PUT attempt of a part's bytes to a signed URL (no retry here)."""
         await self.transport.put(url, headers, body, throttle=throttle, on_sent=on_sent)
 
-    async def upload_part(self, file_id: str, index: int, body: bytes | memoryview, md5: str, *,
+    async def upload_part(self, file_id: str, index: int,
+                          body: bytes | bytearray | memoryview | Sequence[Buffer], md5: str, *,
                           tries: int, throttle: Throttle | None = None,
                           on_sent: Callable[[int], None] | None = None,
                           on_retry: OnRetry | None = None) -> int:
         """``/upload`` + PUT with the part retry policy, a fresh URL on every try.
         Returns the number of attempts used."""
-        size = len(body)
+        size = len(body) if isinstance(body, (bytes, bytearray, memoryview)) \
+            else sum(len(b) for b in body)
         used = 0
 
         async def attempt(n: int) -> None:

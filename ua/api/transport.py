@@ -27,7 +27,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -47,6 +47,7 @@ from ua.api.errors import (
 )
 
 log = logging.getLogger("ua.api")
+Buffer = Union[bytes, bytearray, memoryview]
 
 USER_AGENT = f"ua/{__version__} (DNAnexus-Upload-Agent-compatible {UA_COMPAT_VERSION})"
 API_TIMEOUT = 905.0
@@ -258,14 +259,16 @@ class Transport:
             log.debug("POST %s -> %s in %.0f ms", route, status, (time.monotonic() - t0) * 1000)
 
     # ---- data plane -------------------------------------------------------------
-    async def put(self, url: str, headers: Mapping[str, str], body: bytes | memoryview, *,
+    async def put(self, url: str, headers: Mapping[str, str],
+                  body: bytes | bytearray | memoryview | Sequence[Buffer], *,
                   throttle: Throttle | None = None,
                   on_sent: Callable[[int], None] | None = None) -> int:
-        """PUT ``body`` to a signed storage URL, streamed in pieces so progress and the
-        throttle see every write. Returns the status. Any 2xx is success, with or without a
-        response body."""
-        view = memoryview(body).cast("B") if not isinstance(body, memoryview) else body
-        size = len(view)
+        """PUT ``body`` (one buffer, or several sent back to back) to a signed storage URL,
+        streamed in pieces so progress and the throttle see every write. Returns the status.
+        Any 2xx is success, with or without a response body."""
+        buffers = [body] if isinstance(body, (bytes, bytearray, memoryview)) else list(body)
+        views = [memoryview(b).cast("B") for b in buffers]
+        size = sum(len(v) for v in views)
         hdrs = {k: v for k, v in headers.items() if k.lower() not in ("content-length",
                                                                     "content-type")}
         hdrs["Content-Length"] = str(size)
@@ -293,16 +296,17 @@ class Transport:
                     piece = PUT_PIECE
                     if throttle is not None:
                         piece = max(1, min(piece, throttle.piece_size))
-                    for off in range(0, size, piece):
-                        chunk = view[off:off + piece]
-                        if throttle is not None:
-                            deadline.reschedule(None)  # waiting for tokens is not a stall
-                            await throttle.acquire(len(chunk))
-                        bump()
-                        yield chunk
-                        bump()
-                        if on_sent is not None:
-                            on_sent(len(chunk))
+                    for view in views:
+                        for off in range(0, len(view), piece):
+                            chunk = view[off:off + piece]
+                            if throttle is not None:
+                                deadline.reschedule(None)  # waiting for tokens ≠ stall
+                                await throttle.acquire(len(chunk))
+                            bump()
+                            yield chunk
+                            bump()
+                            if on_sent is not None:
+                                on_sent(len(chunk))
 
                 bump()
                 try:

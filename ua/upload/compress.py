@@ -84,14 +84,25 @@ def guess_media(name: str, head: bytes, size: int | None) -> str:
 
 @dataclass
 class EncodedPart:
-    """Bytes ready to PUT for one part. ``md5`` is still open (hashlib object) until
-    :meth:`finish` for the last part of a compressed upload."""
+    """Bytes ready to PUT for one part, as a list of buffers sent back to back (no
+    concatenation copies: gzip header, deflate body, flush tail, padding, trailer).
+    ``md5`` is a hashlib object, still open until :meth:`PartEncoder.finish` for the last
+    part of a compressed upload."""
 
-    data: bytes | bytearray
+    chunks: list[bytes | bytearray | memoryview]
     md5: Any  # hashlib md5 object
     raw_crc: int  # CRC32 of the part's raw bytes (0 when not compressing)
     raw_len: int
     padding: int = 0  # empty stored blocks appended
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    @property
+    def data(self) -> bytes:
+        """All bytes as one object (tests and reference code; the pipeline sends chunks)."""
+        return b"".join(self.chunks)
 
     @property
     def md5_hex(self) -> str:
@@ -120,31 +131,31 @@ class PartEncoder:
                ) -> EncodedPart:
         """Runs in a worker thread: compress (if enabled), CRC and MD5 in one pass."""
         if not self.compress:
-            return EncodedPart(raw if isinstance(raw, (bytes, bytearray)) else bytes(raw),
-                               hashlib.md5(raw), 0, len(raw))
+            return EncodedPart([raw], hashlib.md5(raw), 0, len(raw))
         crc = isal_zlib.crc32(raw)
-        out = bytearray(GZIP_HEADER) if first else bytearray()
+        chunks: list[bytes | bytearray | memoryview] = [GZIP_HEADER] if first else []
         if len(raw) == 0 and not last:
-            out += EMPTY_STORED_BLOCK
+            chunks.append(EMPTY_STORED_BLOCK)
         else:
             c = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, -15)
-            out += c.compress(raw)
-            out += c.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+            chunks.append(c.compress(raw))
+            chunks.append(c.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH))
+        size = sum(len(x) for x in chunks)
         padding = 0
-        if not last and len(out) < self.min_part_size:
-            padding = -(-(self.min_part_size - len(out)) // len(EMPTY_STORED_BLOCK))
-            out += EMPTY_STORED_BLOCK * padding
-        return EncodedPart(out, hashlib.md5(out), crc, len(raw), padding)
+        if not last and size < self.min_part_size:
+            padding = -(-(self.min_part_size - size) // len(EMPTY_STORED_BLOCK))
+            chunks.append(EMPTY_STORED_BLOCK * padding)
+        md5 = hashlib.md5()
+        for x in chunks:
+            md5.update(x)
+        return EncodedPart(chunks, md5, crc, len(raw), padding)
 
     def finish(self, part: EncodedPart, total_crc: int, total_len: int) -> None:
         """Append the gzip trailer to the (encoded) last part and update its MD5."""
         if not self.compress:
             return
         trailer = gzip_trailer(total_crc, total_len)
-        if isinstance(part.data, bytearray):
-            part.data += trailer
-        else:
-            part.data = part.data + trailer
+        part.chunks.append(trailer)
         part.md5.update(trailer)
 
 
@@ -191,4 +202,4 @@ def encode_all(raws: list[bytes], *, compress: bool = True, level: int = 1,
             crc = crc_combine(crc, p.raw_crc, p.raw_len)
             n += p.raw_len
         enc.finish(parts[-1], crc, n)
-    return [bytes(p.data) for p in parts]
+    return [p.data for p in parts]

@@ -382,8 +382,8 @@ class _Pipeline:
     async def put_with_retries(self, run: _FileRun, index: int, part: EncodedPart) -> None:
         task, res = run.task, run.result
         md5 = part.md5_hex
-        size = len(part.data)
-        body = memoryview(part.data)
+        size = part.size
+        body = part.chunks
         fid = run.file_id
         assert fid is not None
 
