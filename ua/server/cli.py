@@ -113,7 +113,7 @@ async def _serve(config) -> None:
     project = env.get("DX_PROJECT_CONTEXT_ID") or service.op_default_project() or ""
     store.clean_temp_files()
     app = make_app(config, store)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=256)
     await site.start()
