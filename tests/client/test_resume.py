@@ -101,6 +101,8 @@ async def test_closed_match_is_already_uploaded(srv, tmp_path):
     new_routes = [r["route"] for r in srv.requests()[n_before:]]
     assert "PUT /upload" not in new_routes and "/file/new" not in new_routes
     assert any("which is 100% complete. Will not resume uploading it." in m for m in rec.messages)
+    assert any(f"Note: the matching remote file {r1.file_id} is /t/again.txt.gz, not "
+               "/elsewhere/again.txt.gz" in m for m in rec.messages), rec.messages
 
 
 async def test_several_matches_fail_that_file_only(srv, tmp_path):
@@ -196,3 +198,24 @@ def test_decide_is_pure_and_strict():
     assert decide([open_foreign], compress=False).kind == "resume"
     assert decide([closed_foreign], compress=True).kind == "done"
     assert decide([open_ours, closed_foreign], compress=True).kind == "ambiguous"
+
+
+async def test_resumed_part_that_differs_locally_is_uploaded_again(srv, tmp_path):
+    """Same size and same whole-second mtime, different bytes in part 2: the signature
+    matches, but the MD5 comparison catches it and only that part is sent again."""
+    data = random.Random(7).randbytes(4 * CHUNK)
+    src = tmp_path / "edited.bin"
+    src.write_bytes(data)
+    st = os.stat(src)
+    stale = data[:CHUNK] + b"\0" * CHUNK + data[2 * CHUNK:]
+    rec = Recorder()
+    async with client(srv) as api:
+        fid, n = await start_partial(api, srv, src, stale, done=[1, 2], compress=False)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        before = puts(srv, fid)
+        (res,) = await upload_files(api, [task(srv, src)], settings(compress=False), rec)
+        assert res.state is FileState.UPLOADED and res.file_id == fid, res.error
+        (blob,) = await download_all(api, [fid])
+    assert blob == data and res.parts_skipped == 1
+    assert sorted(puts(srv, fid) - before) == [2, 3, 4]
+    assert any("Part 2" in m and "differs" in m for m in rec.messages)

@@ -255,6 +255,12 @@ class _Pipeline:
                     f"More than one resumable targets for local file \"{task.label}\" found in "
                     f"the project '{task.project}' ({ids}); clean them up or run with "
                     "--do-not-resume")
+            if decision.kind in ("done", "resume") and (
+                    decision.name != remote_name or (decision.folder or "/") != task.folder):
+                where = f"{(decision.folder or '/').rstrip('/')}/{decision.name}"
+                self.message(run, f"Note: the matching remote file {decision.file_id} is {where}, "
+                                  f"not {task.folder.rstrip('/')}/{remote_name} (the resume "
+                                  "signature does not include the remote name or folder)")
             if decision.kind == "done":
                 run.file_id = decision.file_id
                 res.remote_name = decision.name
@@ -295,11 +301,10 @@ class _Pipeline:
         self.sub.on_file_started(task, st.st_size, run.file_id)
         res.parts = plan.num_parts
         res.parts_skipped = len(run.skipped)
-        todo = [i for i in range(1, plan.num_parts + 1) if i not in run.skipped]
-        for i in run.skipped:
-            self.sub.on_bytes_read(task, plan.part(i)[1])
-        res.bytes_read = sum(plan.part(i)[1] for i in run.skipped)
-        await self.upload_parts(run, todo)
+        # Every part is read and encoded, also those the server already has: a part is only
+        # skipped when the server's size and MD5 equal the local bytes (the signature's
+        # whole-second mtime cannot tell a same-size edit within one second).
+        await self.upload_parts(run, list(range(1, plan.num_parts + 1)))
         await self.finish(run)
 
     async def upload_parts(self, run: _FileRun, indices: list[int]) -> None:
@@ -377,6 +382,16 @@ class _Pipeline:
         if last and run.compress:
             crc, total = await run.crc.total(index)
             enc.finish(part, crc, total)
+        known = run.skipped.get(index)
+        if known is not None:
+            if known.size == part.size and known.md5.lower() == part.md5_hex:
+                run.result.bytes_read += part.raw_len
+                self.sub.on_bytes_read(run.task, part.raw_len)
+                return
+            del run.skipped[index]
+            run.result.parts_skipped -= 1
+            self.message(run, f"Part {index} of {run.file_id} on the server differs from the "
+                              "local data (size or MD5); uploading it again")
         await self.put_with_retries(run, index, part)
 
     async def put_with_retries(self, run: _FileRun, index: int, part: EncodedPart) -> None:
