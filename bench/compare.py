@@ -266,7 +266,17 @@ def report(res: dict) -> str:
         ua = sc["plain"]["best"]["ua"]
         frac = ua["MB_per_s"] / lim["MB_per_s"]
         ok = frac >= 0.70
-        verdicts.append(("plain: ua / compression limit", f"{100 * frac:.0f} %", "≥ 70 %", ok))
+        verdicts.append(("plain: ua / compression limit (measured wall)", f"{100 * frac:.0f} %",
+                         "≥ 70 %", ok))
+        cpu_lim = (m["nproc"] or 1) * lim["MB_per_cpu_s"]
+        verdicts.append((f"plain: ua / CPU-rate limit ({m['nproc']} × {lim['MB_per_cpu_s']:.0f} "
+                         "MB/s per core)", f"{100 * ua['MB_per_s'] / cpu_lim:.0f} %", "≥ 70 %",
+                         ua["MB_per_s"] / cpu_lim >= 0.70))
+        for label, b in sc["plain"]["best"].items():
+            if label.startswith("ua "):
+                f2 = b["MB_per_s"] / lim["MB_per_s"]
+                verdicts.append((f"plain: {label} / compression limit (measured wall)",
+                                 f"{100 * f2:.0f} %", "≥ 70 %", f2 >= 0.70))
         fmt("plain", "ua", "≥ 70 % of limit", f"{100 * frac:.0f} % {'met' if ok else 'MISSED'}")
         for label in sc["plain"]["best"]:
             if label != "ua":
