@@ -214,6 +214,7 @@ class Transport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
                 auto_decompress=False,
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as dxpy and the UA honour them
                 skip_auto_headers=("Accept-Encoding",))
         return self._session
 
