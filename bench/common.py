@@ -362,9 +362,15 @@ def machine() -> dict:
 
 
 def git_rev() -> str:
+    """HEAD, plus ``+dirty(files)`` when ua/ has uncommitted changes (the benchmark runs the
+    working tree, which other people may be editing)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ua"], cwd=REPO,
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [ln[3:] for ln in dirty if ln.strip()]
+        return rev + (f"+dirty({', '.join(dirty)})" if dirty else "")
     except OSError:
         return "?"
 
