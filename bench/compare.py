@@ -301,6 +301,18 @@ def report(res: dict) -> str:
                  f"+ compress_threads {res['ua_compress_threads']}) × chunk "
                  f"{res['ua_chunk_MiB']:.0f} MiB = **{bound:.0f} MiB**; measured ua peak RSS "
                  f"(process tree) **{peak:.0f} MiB** → {'met' if ok else 'MISSED'}")
+    for name, s_ in sc.items():
+        for label, b in s_["best"].items():
+            if label.startswith("ua "):
+                opts = label.split()[1:]
+                c = res["ua_compress_threads"]
+                for i, o in enumerate(opts[:-1]):
+                    if o in ("-c", "--compress-threads"):
+                        c = int(opts[i + 1])
+                bnd = 2 * (res["ua_upload_threads"] + c) * res["ua_chunk_MiB"]
+                okb = b["peak_rss_MiB"] <= bnd
+                verdicts.append((f"{name}: {label} peak RSS vs its bound", f"{b['peak_rss_MiB']:.0f} MiB",
+                                 f"≤ {bnd:.0f} MiB", okb))
     if "many" in sc:
         for label in ("ua", "dx"):
             b = sc["many"]["best"][label]
