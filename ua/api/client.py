@@ -15,6 +15,7 @@ part retry loop, asking for a fresh URL on every try.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
@@ -70,8 +71,6 @@ class DXClient:
                    always_retry: bool | None = None, max_retries: int | None = None,
                    timeout: float | None = None) -> Any:
         """``POST route`` with retries. The body is serialised once (nonces stay identical)."""
-        import json
-
         data = json.dumps(dict(body or {})).encode()
 
         def on_retry(n: int, exc: BaseException, delay: float) -> None:

@@ -403,8 +403,9 @@ class _Pipeline:
         assert fid is not None
 
         async def attempt(n: int) -> None:
+            # A fresh URL every try; its own API retries do not sit in a connection slot.
+            url, headers = await self.api.file_upload(fid, index, size, md5)
             async with self.conn_slots:
-                url, headers = await self.api.file_upload(fid, index, size, md5)
                 await self.api.put_part(url, headers, body, throttle=self.throttle,
                                         on_sent=lambda k: self.sub.on_bytes_sent(task, k))
 
