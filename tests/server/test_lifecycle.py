@@ -404,3 +404,23 @@ def test_find_projects_and_project_routes(ua_server):
     assert st == 404
     assert ok(h, "/user-admin/describe")["handle"] == "admin"
     assert ok(h, "/system/greet", {"client": "dxclient", "version": "v0.1"})["update"]["available"] is False
+
+
+def test_property_index_follows_changes(ua_server):
+    h = ua_server
+    pid = h.new_project("props-index")
+    fid = new_file(h, pid, "p.bin", properties={"sig": "v1", "other": "x"})
+
+    def found(props):
+        res = ok(h, "/system/findDataObjects", {"scope": {"project": pid}, "properties": props,
+                                                "visibility": "either"})
+        return [r["id"] for r in res["results"]]
+
+    assert found({"sig": "v1"}) == [fid] and found({"sig": "v1", "other": "x"}) == [fid]
+    assert found({"sig": "v1", "other": "y"}) == []
+    ok(h, f"/{fid}/setProperties", {"properties": {"sig": "v2", "other": None}})
+    assert found({"sig": "v1"}) == [] and found({"sig": "v2"}) == [fid]
+    assert found({"other": True}) == [] and found({"sig": True}) == [fid]
+    assert found({"$or": [{"sig": "v9"}, {"sig": "v2"}]}) == [fid]
+    ok(h, f"/{pid}/removeObjects", {"objects": [fid]})
+    assert found({"sig": "v2"}) == []

@@ -432,6 +432,8 @@ class Service:
                 c.execute(f"DELETE FROM {t} WHERE project_id=?", (project_id,))
             c.execute("DELETE FROM parts WHERE file_id IN (SELECT id FROM files WHERE project_id=?)",
                       (project_id,))
+            c.execute("DELETE FROM props WHERE file_id IN (SELECT id FROM files WHERE project_id=?)",
+                      (project_id,))
             c.execute("DELETE FROM files WHERE project_id=?", (project_id,))
             c.execute("DELETE FROM projects WHERE id=?", (project_id,))
         for fid in fids:
@@ -516,6 +518,7 @@ class Service:
         with self.store.tx() as c:
             for fid in fids:
                 c.execute("DELETE FROM parts WHERE file_id=?", (fid,))
+                c.execute("DELETE FROM props WHERE file_id=?", (fid,))
                 c.execute("DELETE FROM files WHERE id=?", (fid,))
         for fid in fids:
             self._remove_blobs(fid)
@@ -744,6 +747,20 @@ class Service:
             if state != "any":
                 sql += " AND state=?"
                 args.append(state)
+            if isinstance(inp.get("name"), str):
+                sql += " AND name=?"
+                args.append(inp["name"])
+            if isinstance(props, dict) and not any(k.startswith("$") for k in props):
+                # drive the query from the props index (the unary + keeps SQLite from
+                # scanning the project's files instead); _props_match re-checks below
+                sql = sql.replace("WHERE project_id=?", "WHERE +project_id=?", 1)
+                for k, v in props.items():
+                    if isinstance(v, str):
+                        sql += " AND id IN (SELECT file_id FROM props WHERE key=? AND value=?)"
+                        args += [k, v]
+                    elif v is True:
+                        sql += " AND id IN (SELECT file_id FROM props WHERE key=?)"
+                        args.append(k)
             if start_key and pid == start_key[0]:
                 sql += " AND id>=?"
                 args.append(start_key[1])
@@ -906,6 +923,8 @@ class Service:
                       " VALUES(?,?,?,?,'open',?,?,?,?,?,?,?,?,?)",
                       (fid, pid, folder, name, int(hidden), dumps(types), dumps(tags),
                        dumps(props), dumps(details), media, t, t, caller.user_id))
+            c.executemany("INSERT INTO props(file_id, key, value) VALUES(?,?,?)",
+                          [(fid, k, v) for k, v in props.items()])
             if nonce is not None:
                 c.execute("INSERT INTO nonces(user_id, route, nonce, input_hash, response, created)"
                           " VALUES(?,?,?,?,?,?)",
@@ -1067,6 +1086,10 @@ class Service:
             else:
                 props[k] = v
         self._update_file(file_id, properties=dumps(props))
+        with self.store.tx() as c:
+            c.execute("DELETE FROM props WHERE file_id=?", (file_id,))
+            c.executemany("INSERT INTO props(file_id, key, value) VALUES(?,?,?)",
+                          [(file_id, k, v) for k, v in props.items()])
         return {"id": file_id}
 
     def add_tags(self, caller, file_id, inp, *, key="tags", column="tags", frozen=False):

@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_project ON files(project_id, folder);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
+CREATE INDEX IF NOT EXISTS files_name ON files(project_id, name);
+CREATE TABLE IF NOT EXISTS props (
+    file_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (file_id, key)
+);
+CREATE INDEX IF NOT EXISTS props_kv ON props(key, value);
 CREATE TABLE IF NOT EXISTS parts (
     file_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL,
     size INTEGER, md5 TEXT, PRIMARY KEY (file_id, idx)
@@ -96,6 +101,13 @@ class Store:
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.executescript(SCHEMA)
+        if self.get_meta("props_indexed") is None:  # data dirs from before the props index
+            with self.tx() as c:
+                for r in c.execute("SELECT id, properties FROM files").fetchall():
+                    for k, v in json.loads(r["properties"]).items():
+                        c.execute("INSERT OR REPLACE INTO props(file_id, key, value) VALUES(?,?,?)",
+                                  (r["id"], k, v))
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('props_indexed', '1')")
 
     def close(self) -> None:
         self.conn.close()
