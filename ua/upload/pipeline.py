@@ -87,6 +87,7 @@ log = logging.getLogger("ua.upload")
 PREPARE_CONCURRENCY = 8  # files being prepared (lookups, /file/new) at once
 VERIFY_ROUNDS = 2  # extra upload rounds for parts the server does not report complete
 CRC_BLOCK = 8 * 1024 * 1024
+INLINE_BYTES = 64 * 1024  # parts this small are read and encoded on the event loop
 
 
 def _env_float(name: str, default: float) -> float:
@@ -325,7 +326,10 @@ class _Pipeline:
                         if run.compress and i == plan.num_parts:
                             await self.ensure_crcs(run, plan.num_parts - 1, indices)
                         off, n = plan.part(i)
-                        raw = await self._run(self.read_pool, os.pread, run.fd, n, off)
+                        if n <= INLINE_BYTES:  # a thread hop costs more than the read
+                            raw = os.pread(run.fd, n, off)
+                        else:
+                            raw = await self._run(self.read_pool, os.pread, run.fd, n, off)
                         if len(raw) != n:
                             raise LocalFileChanged(
                                 f"{run.task.label} changed during upload: expected {n} bytes "
@@ -375,8 +379,11 @@ class _Pipeline:
                                 last: bool) -> None:
         enc = run.encoder
         assert enc is not None
-        part: EncodedPart = await self._run(
-            self.cpu_pool, functools.partial(enc.encode, raw, first=index == 1, last=last))
+        if len(raw) <= INLINE_BYTES:  # microseconds: not worth a thread hop
+            part: EncodedPart = enc.encode(raw, first=index == 1, last=last)
+        else:
+            part = await self._run(
+                self.cpu_pool, functools.partial(enc.encode, raw, first=index == 1, last=last))
         del raw
         run.crc.add(index, part.raw_crc, part.raw_len)
         if last and run.compress:
