@@ -207,7 +207,7 @@ async def test_part_not_complete_at_verification_is_uploaded_again(small_parts, 
     class Saboteur(Recorder):
         def on_bytes_read(self, task, raw_bytes):
             super().on_bytes_read(task, raw_bytes)
-            if self.read == raw_bytes:  # after the first acknowledged part
+            if self.read == len(data):  # every part acknowledged, verification not yet run
                 fid = self.started[0][2]
                 status, _ = small_parts.api(f"/{fid}/upload",
                                             {"index": 1, "size": 5, "md5": "0" * 32})
