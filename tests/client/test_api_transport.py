@@ -18,6 +18,7 @@ from ua.api.errors import (
     APIError,
     BadResponse,
     ConnectError,
+    HTTPError,
     InvalidAuthentication,
     InvalidInput,
     RetriesExhausted,
@@ -213,9 +214,15 @@ async def test_put_2xx_with_body_tolerated_and_empty_put(scripted):
 async def test_put_400_non_json_transient_json_permanent(scripted):
     url = f"http://127.0.0.1:{scripted.port}/store/p"
     scripted.queue("PUT /store/p", web.Response(status=400, text="<Code>RequestTimeout</Code>"),
+                   web.Response(status=403, text="<Code>AccessDenied</Code>expired"),
+                   web.Response(status=404, text="<Code>NoSuchUpload</Code>"),
                    api_error(400, "InvalidInput", "bad part"))
     async with DXClient(scripted.config, policy=FAST) as api:
         with pytest.raises(TransientHTTPError):
+            await api.put_part(url, {}, b"abc")
+        with pytest.raises(TransientHTTPError):  # an expired URL: the next try gets a new one
+            await api.put_part(url, {}, b"abc")
+        with pytest.raises(HTTPError):
             await api.put_part(url, {}, b"abc")
         with pytest.raises(APIError) as ei:
             await api.put_part(url, {}, b"abc")

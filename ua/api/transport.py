@@ -141,7 +141,9 @@ def error_from_response(method: str, route: str, status: int, content_type: str,
         else:
             return make_api_error(status, etype, message, details=err.get("details"),
                                   route=route, retry_after=retry_after)
-    if status >= 500 or status == 429 or (method == "PUT" and status == 400):
+    if status >= 500 or status == 429 or (method == "PUT" and status in (400, 403, 408)):
+        # S3-style storage answers: 400 RequestTimeout/BadDigest, 403 for an URL that expired
+        # while the part waited, 408. The next try asks for a fresh URL.
         return TransientHTTPError(status, text, route=route, retry_after=retry_after)
     return HTTPError(status, text, route=route)
 
