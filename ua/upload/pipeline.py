@@ -27,6 +27,10 @@ Verification
 Stop
     When ``stop`` is set (Ctrl-C), no new part starts, in-flight parts are cancelled, files
     stay open (resumable) and their results are CANCELLED.
+
+Knobs for tests (production defaults): ``UA_RETRY_BASE_DELAY`` (seconds per retry-delay
+unit, 1.0), ``UA_STALL_TIMEOUT`` (60 s without progress fails a PUT attempt),
+``UA_WAIT_ON_CLOSE_TIMEOUT`` (3600 s bound on ``--wait-on-close``).
 """
 
 from __future__ import annotations
@@ -451,10 +455,12 @@ class _Pipeline:
                 raise VerificationError(
                     f"{task.label}: part(s) {', '.join(map(str, bad[:10]))} of {fid} are not "
                     "complete on the server with the size and MD5 we sent; not closing")
+            if task.source is FileSource.STDIN:  # stdin bytes are gone once acknowledged
+                raise VerificationError(
+                    f"part(s) {', '.join(map(str, bad[:10]))} of the stdin upload {fid} are not "
+                    "complete on the server with the size and MD5 we sent; not closing")
             self.message(run, f"Re-uploading part(s) {', '.join(map(str, bad[:10]))} of {fid}: "
                               "the server does not report them complete")
-            if task.source is FileSource.STDIN:
-                raise VerificationError(f"part(s) {bad} of stdin upload {fid} incomplete")
             for i in bad:
                 rec = run.sent.pop(i, None)
                 if rec is not None:
