@@ -12,7 +12,8 @@ faults per *request*:
   first ``count`` such requests (``None``: forever):
   ``stall`` — accept the request's bytes and never forward or answer them (the connection stays
   open until the client gives up) — and ``reset_after=N`` — forward the first N bytes of the
-  request, then close both sides with a TCP RST.
+  request, then close both sides with a TCP RST — and ``delay`` — hold the request for
+  ``seconds`` before forwarding it (e.g. until its signed URL has expired).
 
 ua-server builds upload URLs from the request's ``Host`` header, so once ua talks to the proxy
 the PUTs go through it as well. ``stats`` counts connections, requests, stalls and resets.
@@ -33,12 +34,13 @@ CHUNK = 64 * 1024
 
 @dataclass
 class RequestFault:
-    kind: str  # "stall" | "reset"
+    kind: str  # "stall" | "reset" | "delay"
     method: str | None = None  # e.g. "PUT"; None = any
     path: str | None = None  # path prefix, e.g. "/upload/"; None = any
     path_re: str | None = None  # or a regular expression searched in the path (with query)
     count: int | None = None  # affect the first `count` matching requests; None = all
     reset_after: int = 0  # for "reset": request bytes forwarded before the RST
+    seconds: float = 0.0  # for "delay": hold the request this long before forwarding it
     hits: int = 0  # matching requests seen
     fired: int = 0  # requests actually stalled / reset (a request shorter than reset_after
     #                 passes untouched)
@@ -288,6 +290,9 @@ class FaultProxy:
                     data = await reader.read(CHUNK)
                     if not data:
                         raise _Reset()
+            if fault is not None and fault.kind == "delay":
+                fault.fired += 1
+                await asyncio.sleep(fault.seconds)
             limit = fault.reset_after if fault is not None and fault.kind == "reset" else None
             sent = 0
 

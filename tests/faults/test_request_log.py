@@ -9,7 +9,6 @@ import socket
 import time
 import urllib.parse
 
-import pytest
 from faultkit import make_batch, run_ua_json, set_faults
 
 
@@ -19,9 +18,6 @@ def _ok(h, route, body):
     return res
 
 
-@pytest.mark.xfail(strict=True, reason="ua-server bug: a PUT whose client disconnects mid-body is "
-                   "logged with index null, bytes 0, fault null (the exception escapes _put "
-                   "before its results are known)")
 def test_put_aborted_by_the_client_is_logged_with_its_index(ua_server):
     h = ua_server
     fid = _ok(h, "/file/new", {"project": h.project_id, "name": "aborted.bin"})["id"]

@@ -46,7 +46,7 @@ def test_verbose_upload_with_faults_leaks_nothing(ua_server, fault_proxy, tmp_pa
     set_faults(h, "put-500=0.3,api-503=0.2,put-baddigest=1.0@doomed*")
     try:
         env = {"DX_SECURITY_CONTEXT": '{"auth_token_type": "Bearer", "auth_token": "%s"}' % token}
-        p, files, _ = run_ua_json(h, "-v", "-g", "-s", "5M", "-r", "3", *sources, doomed,
+        p, files, _ = run_ua_json(h, "-v", "-g", "-s", "5M", "-r", "8", *sources, doomed,
                                   proxy=proxy, env_extra=env)
     finally:
         set_faults(h, "")
@@ -63,13 +63,14 @@ def test_verbose_upload_with_faults_leaks_nothing(ua_server, fault_proxy, tmp_pa
 
 
 def test_expired_and_rejected_urls_leak_nothing(make_server, fault_proxy, tmp_path):
-    """Every PUT is refused (URLs expire at once; then a token that is revoked mid-run): the
-    error messages ua prints carry no URL signature and no token."""
-    h = make_server(upload_url_ttl=0)
+    """Every PUT is refused (the proxy holds each PUT until its 1-second URL has expired; then
+    a wrong token): the error messages ua prints carry no URL signature and no token."""
+    h = make_server(upload_url_ttl=1)
     token = h.new_token(project=h.project_id, level="UPLOAD")
     src = tmp_path / "a.txt"
     src.write_bytes(b"expired\n" * 100)
     proxy = fault_proxy(h)
+    proxy.set(faults=[RequestFault("delay", method="PUT", seconds=2.2)])
     env = {"DX_SECURITY_CONTEXT": '{"auth_token_type": "Bearer", "auth_token": "%s"}' % token}
     p, files, _ = run_ua_json(h, "-v", "-r", "2", src, proxy=proxy, env_extra=env)
     assert p.returncode == 1 and files[0]["state"] == "failed"
