@@ -102,3 +102,41 @@ async def test_empty_stdin(srv, compress):
         assert res.remote_name == "nothing.txt.gz" and single_member(blob) == b""
     else:
         assert res.remote_name == "nothing.txt" and blob == b""
+
+
+async def test_stop_while_stdin_is_idle_returns_promptly(srv):
+    """Ctrl-C while the producer is silent: the run returns CANCELLED at once (the blocked
+    read lives in a daemon thread), and the remote file stays open."""
+    import asyncio
+    import os
+    import time
+
+    import threading
+
+    r, w = os.pipe()
+    payload = random.Random(3).randbytes(150 * KiB)  # two parts and a bit, then silence
+    threading.Thread(target=os.write, args=(w, payload), daemon=True).start()
+    stream = open(r, "rb", buffering=0)
+    stop = asyncio.Event()
+
+    class StopOnFirstPart(Recorder):
+        def on_bytes_read(self, task, raw_bytes):
+            super().on_bytes_read(task, raw_bytes)
+            stop.set()
+
+    rec = StopOnFirstPart()
+    try:
+        async with client(srv) as api:
+            t0 = time.monotonic()
+            (res,) = await asyncio.wait_for(
+                upload_files(api, [stdin_task(srv, "live.log")],
+                             UploadSettings(chunk_size=64 * KiB, compress=False), rec, stop,
+                             stdin=stream), timeout=20)
+            assert time.monotonic() - t0 < 10
+            assert res.state is FileState.CANCELLED and res.file_id
+            desc = await api.file_describe(res.file_id)
+        assert desc["state"] == "open"
+        assert rec.done and rec.done[-1].state is FileState.CANCELLED
+    finally:
+        os.close(w)
+        stream.close()
