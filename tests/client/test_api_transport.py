@@ -359,3 +359,16 @@ async def test_verbose_log_masks_token_and_signature(scripted, caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "POST /file-x/upload -> 200" in text and "PUT http://127.0.0.1" in text
     assert "SECRET" not in text and "tok-secret-123" not in text and "sig=****" in text
+
+
+async def test_part_that_always_gets_503_eventually_fails(scripted):
+    policy = RetryPolicy(base_delay=0.001, max_throttled=3)
+    scripted.queue("PUT /store/p", *[web.Response(status=503, text="slow down",
+                                                  headers={"Retry-After": "1"})
+                                     for _ in range(20)])
+    async with DXClient(scripted.config, policy=policy) as api:
+        with pytest.raises(RetriesExhausted) as ei:
+            await api.upload_part("file-x", 1, b"hello", "0" * 32, tries=2)
+    # 3 throttled answers are free, then the 2 tries are spent
+    assert ei.value.attempts == 5
+    assert [r["key"] for r in scripted.log].count("PUT /store/p") == 5
