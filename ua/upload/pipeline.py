@@ -121,6 +121,7 @@ class _FileRun:
     sent: dict[int, _PartRecord] = field(default_factory=dict)  # uploaded this run
     skipped: dict[int, _PartRecord] = field(default_factory=dict)  # complete before this run
     st: os.stat_result | None = None
+    params: UploadParameters | None = None
     fd: int | None = None
     stream: BinaryIO | None = None
 
@@ -237,6 +238,7 @@ class _Pipeline:
             compress = s.compress and st.st_size > 0 and sniffed is None
             run.compress = compress
             params = await self.upload_parameters(task.project)
+            run.params = params
             plan = PartPlan.for_size(st.st_size, s.chunk_size, params, compressed=compress)
             run.plan = plan
             run.encoder = PartEncoder(compress=compress, level=s.compress_level,
@@ -412,6 +414,12 @@ class _Pipeline:
         body = part.chunks
         fid = run.file_id
         assert fid is not None
+        if run.params is not None and \
+                res.bytes_sent + size > run.params.maximum_file_size:
+            raise FileTooLarge(f"{task.label}: the upload would exceed the project's maximum "
+                               f"file size ({run.params.maximum_file_size} bytes)")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
 
         async def attempt(n: int) -> None:
             # A fresh URL every try; its own API retries do not sit in a connection slot.
@@ -432,6 +440,8 @@ class _Pipeline:
             span = f" (raw bytes {off}-{off + part.raw_len})" if run.plan else ""
             raise UploadError(f"Failed to upload part {index}{span} of {task.label} after "
                               f"{exc.attempts} tries: {describe_error(exc.last)}") from exc
+        log.debug("%s part %d: %d raw bytes -> %d sent, md5 %s, %.2f s", fid, index,
+                  part.raw_len, size, md5, loop.time() - t0)
         run.sent[index] = _PartRecord(size, md5)
         res.bytes_sent += size
         res.bytes_read += part.raw_len
@@ -539,6 +549,7 @@ class _Pipeline:
         task, res, s = run.task, run.result, self.s
         stream = self.stdin if self.stdin is not None else sys.stdin.buffer
         params = await self.upload_parameters(task.project)
+        run.params = params
         plan_c = PartPlan.for_stream(s.chunk_size, params, compressed=s.compress)
         reader = _StreamReader(stream)
         await self.mem_slots.acquire()
