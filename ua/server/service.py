@@ -1180,8 +1180,14 @@ class Service:
                 "label": r["label"]}
 
     def list_tokens(self, caller: Caller) -> list[dict]:
-        return [self._token_info(r) for r in self.store.q(
-            "SELECT * FROM tokens WHERE user_id=? ORDER BY created", (caller.user_id,))]
+        """The caller's tokens. A project-scoped token (a provider's upload token) sees only
+        itself, not the account's other tokens: it can only revoke itself anyway."""
+        if caller.unscoped:
+            rows = self.store.q("SELECT * FROM tokens WHERE user_id=? ORDER BY created",
+                                (caller.user_id,))
+        else:
+            rows = self.store.q("SELECT * FROM tokens WHERE id=?", (caller.token_id,))
+        return [self._token_info(r) for r in rows]
 
     def revoke_token(self, caller: Caller, token_id: str) -> dict:
         r = self.store.q1("SELECT * FROM tokens WHERE id=?", (token_id,))

@@ -381,10 +381,6 @@ class Console:
         choices.sort(key=lambda c: c["name"].lower())
         toks = []
         mine = self.svc.list_tokens(caller)
-        if not caller.unscoped:
-            # A project-limited token (a provider watching their upload) sees only itself,
-            # not the account's other tokens; it can only revoke itself anyway.
-            mine = [t for t in mine if t["id"] == caller.token_id]
         for t in reversed(mine):
             t = dict(t)
             t["project_name"] = names.get(t["project"], "") if t["project"] else ""
