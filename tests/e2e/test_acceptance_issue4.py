@@ -314,3 +314,32 @@ def test_file_limit_and_override(run_ua, ua_server, tmp_path):
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ERROR:")]
     assert len(errors) == 1 and "does not represent a valid project name or ID" in errors[0]
     assert [r for r in ua_server.requests() if r["route"] == "/file/new"] == before
+
+
+# ----------------------------------------------------------------------------- --verbose
+def test_verbose_logs_every_api_call_with_status_duration_and_retries_masked(make_server, tmp_path):
+    """Every request the server saw appears in ua's debug log with its route and status and a
+    duration; retries are logged; no token or signed-URL query value is printed."""
+    srv = make_server(min_part_size=1, fault="api-503=0.25,put-500=0.25", fault_seed=11)
+    for i in range(6):
+        (tmp_path / f"v{i}.txt").write_bytes(b"verbose %d\n" % i * 50)
+    p = subprocess.run([sys.executable, "-m", "ua", "-v", "-r", "10", *[f"v{i}.txt" for i in range(6)]],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env=_clean_env({**srv.env(), **FAST}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    seen = sorted((r["method"], r["route"], r["status"]) for r in srv.requests())
+    logged = []
+    for m in re.finditer(r"DEBUG ua\.api: (POST|PUT) (\S+)(?: \(\d+ bytes\))? -> (\d{3}) in \d+ ms", out):
+        method, target, status = m.group(1), m.group(2), int(m.group(3))
+        route = "PUT /upload" if method == "PUT" else target
+        logged.append((method, route, status))
+    assert len(seen) > 20 and sorted(logged) == seen
+    faulted = [r for r in srv.requests() if r["fault"]]
+    assert {r["route"] == "PUT /upload" for r in faulted} == {True, False}, "seeded faults did not hit both kinds"
+    assert len(re.findall(r"DEBUG \S+: retry ", out)) >= len(faulted)
+    assert srv.admin_token not in out
+    for m in re.finditer(r"\?(\S+)", out):
+        for pair in m.group(1).split("&"):
+            if "=" in pair:
+                assert pair.split("=", 1)[1].startswith("****"), pair
