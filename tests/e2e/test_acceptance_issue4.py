@@ -343,3 +343,38 @@ def test_verbose_logs_every_api_call_with_status_duration_and_retries_masked(mak
         for pair in m.group(1).split("&"):
             if "=" in pair:
                 assert pair.split("=", 1)[1].startswith("****"), pair
+
+
+# ----------------------------------------------------------------------------- concurrent lookups
+def test_resume_lookups_and_file_new_run_concurrently(make_server, tmp_path):
+    """40 files behind 50 ms of added latency each way (≥ 0.1 s per request). Preparing a file
+    is a resume lookup then /file/new (≥ 0.2 s); one file after another, the first 32 would
+    take ≥ 6.4 s. ua prepares up to 8 at once, within a window of files in flight (which is
+    why later files wait for earlier ones to finish): the first 32 lookups and /file/new
+    calls must arrive within half of the sequential time (measured ~1.1 s). Arrival times come from the
+    server's request log."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
+    from proxy import FaultProxy
+
+    srv = make_server(min_part_size=1)
+    n, first, per_file = 40, 32, 0.2
+    for i in range(n):
+        (tmp_path / f"c{i:02d}.txt").write_bytes(b"c %d\n" % i)
+    proxy = FaultProxy(srv.host, srv.port, latency=0.05).start()
+    try:
+        p = subprocess.run([sys.executable, "-m", "ua", "--apiserver-host", proxy.host, "--apiserver-port",
+                            str(proxy.port), *[f"c{i:02d}.txt" for i in range(n)]], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, env=_clean_env({**srv.env(), **FAST}))
+    finally:
+        proxy.stop()
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(p.stdout.splitlines()) == n
+    reqs = srv.requests()
+    assert len([r for r in reqs if r["route"] == "/file/new"]) == n
+    for route in ("/system/findDataObjects", "/file/new"):
+        times = sorted(r["t"] for r in reqs if r["route"] == route)[:first]
+        if route == "/system/findDataObjects" and len(times) < first:
+            continue  # lookups batched into fewer calls: not one after another either
+        span = times[-1] - times[0]
+        print(f"{route}: first {len(times)} calls over {span:.2f}s")
+        assert span < first * per_file / 2, f"{route}: first {first} calls over {span:.2f}s — sequential?"
