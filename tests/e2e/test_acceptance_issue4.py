@@ -378,3 +378,31 @@ def test_resume_lookups_and_file_new_run_concurrently(make_server, tmp_path):
         span = times[-1] - times[0]
         print(f"{route}: first {len(times)} calls over {span:.2f}s")
         assert span < first * per_file / 2, f"{route}: first {first} calls over {span:.2f}s — sequential?"
+
+
+# ----------------------------------------------------------------------------- stdin, memory bounded
+_RSS_WRAPPER = ("import resource, subprocess, sys\n"
+                "p = subprocess.run(sys.argv[1:])\n"
+                "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+                "sys.exit(p.returncode)\n")
+
+
+def test_stdin_is_streamed_in_parts_with_bounded_memory(make_server, tmp_path):
+    """160 MiB through -i with 5 MiB parts, 2 upload and 1 compress thread: peak RSS of the ua
+    process stays far below the input size (slots × chunk × 2 ≈ 30 MiB above the interpreter),
+    the bytes arrive intact in 32 parts."""
+    srv = make_server()
+    size = 160 * MiB
+    data = random.Random(5).randbytes(size)
+    p = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, sys.executable, "-m", "ua", "-i", "-n", "piped.bin",
+                        "--do-not-compress", "-s", "5M", "-u", "2", "-c", "1", "stdin-label"], input=data,
+                       capture_output=True, timeout=120, env=_clean_env({**srv.env(), **FAST}))
+    err = p.stderr.decode()
+    assert p.returncode == 0, err[-2000:]
+    peak = int(re.search(r"MAXRSS_KB (\d+)", err).group(1)) * 1024
+    fid = p.stdout.decode().strip()
+    d = api_ok(srv, f"/{fid}/describe", {"fields": {"name": True, "parts": True}})
+    assert d["name"] == "piped.bin" and len(d["parts"]) == 32
+    assert remote_sha256(srv, fid) == (size, hashlib.sha256(data).hexdigest())
+    print(f"ua peak RSS for {size >> 20} MiB from stdin: {peak / MiB:.0f} MiB")
+    assert peak < 110 * MiB, f"peak RSS {peak / MiB:.0f} MiB for a {size >> 20} MiB stream"
