@@ -187,6 +187,7 @@ class Run:
     server_cpu: float
     stdout: str
     stderr: str
+    busiest_thread_cpu: float = 0.0  # CPU s of the client's busiest thread (sampled)
     requests: int = 0  # request-log lines written during the run
     req_from: int = 0  # first request-log line of the run
     extra: dict = field(default_factory=dict)
@@ -202,6 +203,7 @@ class _RssSampler(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.threads: dict[int, float] = {}  # thread id -> CPU seconds at the last sample
         self.stop_evt = threading.Event()
 
     def run(self) -> None:
@@ -221,6 +223,11 @@ class _RssSampler(threading.Thread):
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            try:
+                for t in root.threads():
+                    self.threads[t.id] = t.user_time + t.system_time
+            except psutil.Error:
+                pass
             self.stop_evt.wait(self.interval)
 
 
@@ -257,7 +264,8 @@ def measure(cmd: list[str], env: dict[str, str], server: Server | None = None, *
                peak_rss=sampler.peak, maxrss=ru.ru_maxrss * 1024, server_cpu=s_cpu,
                stdout=out_f.read().decode(errors="replace"),
                stderr=err_f.read().decode(errors="replace"),
-               requests=(server.request_count() - n_req0) if server else 0, req_from=n_req0)
+               requests=(server.request_count() - n_req0) if server else 0, req_from=n_req0,
+               busiest_thread_cpu=max(sampler.threads.values(), default=0.0))
 
 
 FILE_ID = re.compile(r"^file-[0-9A-Za-z]{24}$")

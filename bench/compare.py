@@ -144,6 +144,7 @@ def row(name: str, tool: str, r: Run, nbytes: int, nfiles: int) -> dict:
             "client_sys_s": round(r.cpu_sys, 2),
             "client_cpu_s_per_GB": round(r.cpu / gb, 2),
             "server_cpu_s": round(r.server_cpu, 2),
+            "busiest_thread_cpu_s_per_GB": round(r.busiest_thread_cpu / gb, 2),
             "server_cpu_s_per_GB": round(r.server_cpu / gb, 2),
             "client_cpu_ms_per_file": round(1000 * r.cpu / nfiles, 2),
             "server_cpu_ms_per_file": round(1000 * r.server_cpu / nfiles, 2),
@@ -156,7 +157,7 @@ def run_tool(tool: str, paths: list[Path], server: Server, extra: list[str], cwd
     env = server.env_in(project)
     args = [str(p.relative_to(cwd)) for p in paths]
     if tool == "ua":
-        cmd = UA + extra + args
+        cmd = UA + extra + (["--override-file-limit"] if len(args) > 1000 else []) + args
     else:
         cmd = DX + ["upload", "--brief", "--no-progress"] + extra + args
     return measure(cmd, env, server, cwd=str(cwd))
@@ -215,7 +216,7 @@ def best(rows: list[dict]) -> dict:
     """Fastest run's wall numbers; CPU and RSS as the median / max over the runs."""
     b = dict(min(rows, key=lambda r: r["wall_s"]))
     for key in ("client_cpu_s_per_GB", "server_cpu_s_per_GB", "client_cpu_ms_per_file",
-                "server_cpu_ms_per_file"):
+                "server_cpu_ms_per_file", "busiest_thread_cpu_s_per_GB"):
         b[key] = round(statistics.median(r[key] for r in rows), 2)
     b["peak_rss_MiB"] = max(r["peak_rss_MiB"] for r in rows)
     b["n"] = len(rows)
@@ -313,6 +314,14 @@ def report(res: dict) -> str:
                 okb = b["peak_rss_MiB"] <= bnd
                 verdicts.append((f"{name}: {label} peak RSS vs its bound", f"{b['peak_rss_MiB']:.0f} MiB",
                                  f"≤ {bnd:.0f} MiB", okb))
+    for name in ("gz", "plain"):
+        for label, b in sc.get(name, {}).get("best", {}).items():
+            if b.get("busiest_thread_cpu_s_per_GB"):
+                t = b["busiest_thread_cpu_s_per_GB"]
+                cpu_gb = b["client_cpu_s_per_GB"] + b["server_cpu_s_per_GB"]
+                lines.append(f"{name}/{label}: busiest client thread {t:.2f} CPU-s/GB → at most "
+                             f"{1000 / t:.0f} MB/s from that thread; idle-machine bound "
+                             f"min(that, CPU ceiling) = {min(1000 / t, ncpu * 1000 / cpu_gb):.0f} MB/s")
     if "many" in sc:
         for label in ("ua", "dx"):
             b = sc["many"]["best"][label]
