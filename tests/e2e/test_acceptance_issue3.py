@@ -1,7 +1,8 @@
 """Acceptance test for issue 3's end-to-end claim, literally: ONE `ua` subprocess run against a
 live `ua-server` uploads FASTQ files (compressed by ua, one of them multi-part), an already
-gzipped FASTQ (sent as is), an empty file (never compressed, as the Upload Agent) and 200 small files; every file is downloaded again
-(server download URL, and `dx download` for the multi-part ones) and compared byte for byte —
+gzipped FASTQ (sent as is), an empty file (never compressed, as the Upload Agent) and 200
+small files; every file is downloaded again (server download URL, and `dx download` for the
+multi-part ones) and compared byte for byte —
 after `gzip -dc` for what ua compressed — and every `.gz` ua produced must be ONE gzip member
 that a single-member decoder reads to the end. stdout: one ID per input in input order, exit 0.
 See docs/acceptance.md.
