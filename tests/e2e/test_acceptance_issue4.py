@@ -351,7 +351,8 @@ def test_resume_lookups_and_file_new_run_concurrently(make_server, tmp_path):
     is a resume lookup then /file/new (≥ 0.2 s); one file after another, the first 32 would
     take ≥ 6.4 s. ua prepares up to 8 at once, within a window of files in flight (which is
     why later files wait for earlier ones to finish): the first 32 lookups and /file/new
-    calls must arrive within half of the sequential time (measured ~1.1 s). Arrival times come from the
+    calls, and the first 32 PUTs (upload URL + PUT ≥ 0.2 s a file, parts of several files in
+    flight together), must arrive within half of the sequential time (measured ~1.1 s). Arrival times come from the
     server's request log."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
     from proxy import FaultProxy
@@ -371,7 +372,7 @@ def test_resume_lookups_and_file_new_run_concurrently(make_server, tmp_path):
     assert len(p.stdout.splitlines()) == n
     reqs = srv.requests()
     assert len([r for r in reqs if r["route"] == "/file/new"]) == n
-    for route in ("/system/findDataObjects", "/file/new"):
+    for route in ("/system/findDataObjects", "/file/new", "PUT /upload"):
         times = sorted(r["t"] for r in reqs if r["route"] == route)[:first]
         if route == "/system/findDataObjects" and len(times) < first:
             continue  # lookups batched into fewer calls: not one after another either
