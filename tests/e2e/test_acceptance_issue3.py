@@ -120,3 +120,43 @@ def test_one_run_fastq_gz_multipart_empty_and_200_small_files(make_server, run_u
         assert (gzip_dc(got) if compressed else got) == expected
     for i in ids:
         assert desc[i]["state"] in ("closing", "closed")
+
+
+def test_progress_on_a_terminal_draws_tqdm_bars(make_server, tmp_path):
+    """--progress with stderr on a pty: an overall bar (bytes, rate and ETA) plus a bar for the
+    file in flight, redrawn in place; stdout (a pipe) still gets only the file ID."""
+    import os
+    import pty
+    import sys
+
+    from livesrv import _clean_env
+
+    srv = make_server()
+    src = tmp_path / "bars.bin"
+    src.write_bytes(random.Random(8).randbytes(10 * MiB))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "ua", "--progress", "--do-not-compress", "-s", "5M",
+                          "--throttle", "5M", src], stdout=subprocess.PIPE, stderr=slave,
+                         stdin=subprocess.DEVNULL, env=_clean_env({**srv.env(), **FAST}))
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        tty += chunk
+    os.close(master)
+    out = p.stdout.read().decode()
+    p.stdout.close()
+    assert p.wait(30) == 0, tty[-2000:]
+    assert ID_RE.match(out.strip()) and out.count("\n") == 1
+    text = tty.decode("utf-8", "replace")
+    overall = re.findall(r"(\d)/1 files: +(\d+)%\|[^|]*\| *[\d.]+M/10\.0M \[\d\d:\d\d<\d\d:\d\d, +[\d.]+MB/s\]",
+                         text)
+    assert len(overall) >= 3 and ("1", "100") in overall, text[-2000:]
+    assert re.search(r"bars\.bin: +\d+%\|", text), [x for x in text.split("\r") if "bars" in x][:3]
+    assert "\r" in text.replace("\r\n", "")  # redrawn in place
+    assert "was uploaded successfully" in text and "1 of 1 file uploaded" in text
