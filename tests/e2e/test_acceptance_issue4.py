@@ -407,3 +407,34 @@ def test_stdin_is_streamed_in_parts_with_bounded_memory(make_server, tmp_path):
     assert remote_sha256(srv, fid) == (size, hashlib.sha256(data).hexdigest())
     print(f"ua peak RSS for {size >> 20} MiB from stdin: {peak / MiB:.0f} MiB")
     assert peak < 110 * MiB, f"peak RSS {peak / MiB:.0f} MiB for a {size >> 20} MiB stream"
+
+
+# ----------------------------------------------------------------------------- same signature
+def test_same_signature_rejected_per_project_and_through_symlinks(run_ua, ua_server, tmp_path):
+    """Two local paths of one file to the SAME project are rejected before anything is created
+    (also when --recursive meets a symlink to a file it already has); the same file to two
+    different projects is allowed, and a re-run resumes each in its own project."""
+    srv = ua_server
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_text("same\n")
+    os.symlink(tmp_path / "t" / "a.txt", tmp_path / "t" / "b-link.txt")
+    file_news = lambda: len([r for r in srv.requests() if r["route"] == "/file/new"])  # noqa: E731
+    before = file_news()
+    p = run_ua("--recursive", "t", cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == "", p.stderr
+    assert p.stderr.splitlines() == [
+        'ERROR: File "t/b-link.txt" and "t/a.txt" have same Signature. You cannot upload two files with same '
+        "signature to same project without using '--do-not-resume' flag"]
+    assert file_news() == before
+
+    status, body = srv.api("/project/new", {"name": "same-signature-second"})
+    assert status == 200
+    other = body["id"]
+    p = run_ua("-p", srv.project_id, "-p", other, "t/a.txt", "./t/a.txt", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    a, b = p.stdout.splitlines()
+    assert [api_ok(srv, f"/{x}/describe")["project"] for x in (a, b)] == [srv.project_id, other]
+    assert file_news() == before + 2
+    p2 = run_ua("-p", srv.project_id, "-p", other, "t/a.txt", "./t/a.txt", cwd=tmp_path)
+    assert p2.returncode == 0 and p2.stdout == p.stdout
+    assert file_news() == before + 2
