@@ -438,3 +438,23 @@ def test_same_signature_rejected_per_project_and_through_symlinks(run_ua, ua_ser
     p2 = run_ua("-p", srv.project_id, "-p", other, "t/a.txt", "./t/a.txt", cwd=tmp_path)
     assert p2.returncode == 0 and p2.stdout == p.stdout
     assert file_news() == before + 2
+
+
+def test_rerun_while_the_first_upload_is_still_closing_reports_it_uploaded(make_server, tmp_path):
+    srv = make_server(close_delay=30)
+    (tmp_path / "c.txt").write_text("closing\n")
+    env = dict(srv.env(), **FAST)
+    first = subprocess.run([sys.executable, "-m", "ua", "c.txt"], cwd=tmp_path, capture_output=True, text=True,
+                           env=_clean_env(env), timeout=60)
+    assert first.returncode == 0, first.stderr
+    fid = first.stdout.strip()
+    assert api_ok(srv, f"/{fid}/describe")["state"] == "closing"
+    mark = len(srv.requests())
+    second = subprocess.run([sys.executable, "-m", "ua", "c.txt"], cwd=tmp_path, capture_output=True, text=True,
+                            env=_clean_env(env), timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert "Will not resume uploading it." in second.stderr
+    routes = [r["route"] for r in srv.requests()[mark:]]
+    assert "/file/new" not in routes and "PUT /upload" not in routes
+    assert api_ok(srv, f"/{fid}/describe")["state"] == "closing"
