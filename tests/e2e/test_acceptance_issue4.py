@@ -458,3 +458,28 @@ def test_rerun_while_the_first_upload_is_still_closing_reports_it_uploaded(make_
     routes = [r["route"] for r in srv.requests()[mark:]]
     assert "/file/new" not in routes and "PUT /upload" not in routes
     assert api_ok(srv, f"/{fid}/describe")["state"] == "closing"
+
+
+# ----------------------------------------------------------------------------- malformed manifests
+def test_malformed_manifests_one_error_line_exit_2_nothing_created(run_ua, ua_server, tmp_path):
+    pid = ua_server.project_id
+    (tmp_path / "a.txt").write_text("a\n")
+    cases = [
+        ("{oops", "ERROR: An error occurred while trying to parse the manifest file 'm.json': "),
+        ("[1, 2]", "ERROR: The manifest file 'm.json' does not contain a valid JSON hash."),
+        (json.dumps({pid: {"path": "a.txt"}}),
+         f"ERROR: The manifest file 'm.json' does not contain a valid JSON hash value for project '{pid}'."),
+        (json.dumps({pid: [{"path": 5, "folder": "/", "name": "x"}]}),
+         f"ERROR: The manifest file 'm.json' contains an invalid entry for project '{pid}' at index '0'."),
+        (json.dumps({pid: [{"path": "a.txt", "folder": "/", "name": "ok"},
+                           {"path": "nope.txt", "folder": "/", "name": "x"}]}),
+         "ERROR: Local file 'nope.txt' does not exist"),
+    ]
+    before = len([r for r in ua_server.requests() if r["route"] == "/file/new"])
+    for text, message in cases:
+        (tmp_path / "m.json").write_text(text)
+        p = run_ua("-m", "m.json", cwd=tmp_path)
+        assert p.returncode == 2 and p.stdout == "", (text, p.stderr)
+        lines = p.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (text, p.stderr)
+    assert len([r for r in ua_server.requests() if r["route"] == "/file/new"]) == before
