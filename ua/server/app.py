@@ -178,7 +178,7 @@ async def _read_json(request: web.Request) -> dict:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json_constant)
     except (ValueError, UnicodeDecodeError):
         raise E.MalformedJSON("The request body could not be parsed as JSON") from None
     except RecursionError:
@@ -188,6 +188,12 @@ async def _read_json(request: web.Request) -> dict:
     if not _depth_ok(value, MAX_JSON_DEPTH):
         raise E.InvalidInput(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _not_json_constant(name: str):
+    """json.loads accepts NaN/Infinity/-Infinity, which RFC 8259 does not: stored, they come
+    back in describe output as bare ``NaN`` that strict JSON parsers reject."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
