@@ -217,8 +217,6 @@ def test_deeply_nested_json_is_a_client_error(world):
         assert st == 400 and etype(res) == "MalformedJSON", (st, res)
 
 
-@pytest.mark.xfail(strict=True, reason="ua-server bug: NaN/Infinity accepted and echoed as "
-                   "non-JSON by describe")
 def test_non_standard_json_constants_rejected(world):
     """``NaN``/``Infinity`` are not JSON (RFC 8259). Accepting them stores values the server
     later returns as bare ``NaN``, which strict JSON parsers (browsers, jq, Go) reject."""
