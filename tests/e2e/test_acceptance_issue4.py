@@ -224,22 +224,37 @@ def test_file_changed_during_upload_fails_clearly_and_others_are_unharmed(ua_ser
     srv = ua_server
     rng = random.Random(7)
     grown, rewritten, ok = tmp_path / "grown.bin", tmp_path / "rewritten.bin", tmp_path / "ok.txt"
-    grown.write_bytes(rng.randbytes(15 * MiB))
-    rewritten.write_bytes(rng.randbytes(15 * MiB))
+    grown.write_bytes(rng.randbytes(10 * MiB))
+    rewritten.write_bytes(rng.randbytes(10 * MiB))
     ok.write_bytes(b"fine\n" * 100)
     since = len(srv.requests())
-    p = ua_popen(srv, "--do-not-compress", "-s", "5M", "-u", "3", "--throttle", "8M",
-                 ok, grown, rewritten)
-    # once a part of each big file is stored (both uploads under way), change both on disk
-    wait_for(lambda: len({r["file"] for r in ok_puts(srv, since) if r["bytes"] > 1000}) >= 2
-             or p.poll() is not None, 60, "a stored part of each big file")
-    assert p.poll() is None
+    # The proxy holds every part-2 PUT for 2 s, so neither big file can finish before the
+    # change below: deterministic, no timing race.
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
+    from proxy import FaultProxy, RequestFault
+
+    proxy = FaultProxy(srv.host, srv.port).start()
+    proxy.set(faults=[RequestFault("delay", method="PUT", path_re=r"/upload/file-\w+/2\?", seconds=2.0)])
+    try:
+        p = ua_popen(srv, "--do-not-compress", "-s", "5M", "-u", "3", "--apiserver-host", proxy.host,
+                     "--apiserver-port", proxy.port, ok, grown, rewritten)
+        # once part 1 of each big file is stored (both uploads under way), change both on disk
+        wait_for(lambda: len({r["file"] for r in ok_puts(srv, since) if r["index"] == 1 and r["bytes"] > 1000})
+                 >= 2 or p.poll() is not None, 60, "part 1 of each big file stored")
+        assert p.poll() is None
+        assert not [r for r in srv.requests()[since:] if r["route"] == "PUT /upload" and r["index"] == 2]
+    except BaseException:
+        proxy.stop()
+        raise
     with open(grown, "ab") as f:
         f.write(b"appended later\n")
     with open(rewritten, "r+b") as f:  # same size, new content and mtime
-        f.seek(12 * MiB)
+        f.seek(8 * MiB)
         f.write(b"X" * 4096)
-    out, err = p.communicate(timeout=90)
+    try:
+        out, err = p.communicate(timeout=90)
+    finally:
+        proxy.stop()
     out, err = out.decode(), err.decode()
     assert p.returncode == 1, err[-3000:]
     lines = out.splitlines()
