@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import regex
+
 from ua.ids import ID_ALPHABET, new_id
 
 from . import errors as E
@@ -170,6 +172,12 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * mult
 
 
+# Wall-clock budget for all regexp matching of one request. Requests are served on the event
+# loop, so a catastrophic-backtracking pattern from any VIEW user would otherwise freeze every
+# other request; the `regex` package (mrab-regex) enforces the timeout inside the matcher.
+REGEXP_BUDGET = 0.25  # seconds per request, across every name it is matched against
+
+
 def _name_matcher(spec: Any) -> Callable[[str], bool]:
     if isinstance(spec, str):
         return lambda n: n == spec
@@ -178,17 +186,30 @@ def _name_matcher(spec: Any) -> Callable[[str], bool]:
             pat = spec["glob"]
             return lambda n: fnmatch.fnmatchcase(n, pat)
         if "regexp" in spec and isinstance(spec["regexp"], str):
-            flags = 0
+            flags = regex.VERSION0  # Python-re compatible syntax
             fl = spec.get("flags") or ""
             if not isinstance(fl, str):
                 raise E.InvalidInput("Expected name.flags to be a string")
             if "i" in fl:
-                flags |= re.IGNORECASE
+                flags |= regex.IGNORECASE
             try:
-                rx = re.compile(spec["regexp"], flags)
-            except re.error as exc:
+                rx = regex.compile(spec["regexp"], flags)
+            except (regex.error, ValueError, OverflowError, RecursionError) as exc:
                 raise E.InvalidInput(f"Invalid regular expression: {exc}") from None
-            return lambda n: rx.search(n) is not None
+            deadline: list[float] = []
+
+            def search(n: str) -> bool:
+                if not deadline:
+                    deadline.append(time.monotonic() + REGEXP_BUDGET)
+                left = deadline[0] - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    return rx.search(n, timeout=left) is not None
+                except TimeoutError:
+                    raise E.InvalidInput("regexp too expensive: the name regexp took longer "
+                                         f"than {REGEXP_BUDGET:g} s to evaluate") from None
+            return search
     raise E.InvalidInput("Expected name to be a string or {glob: ...} or {regexp: ...}")
 
 
