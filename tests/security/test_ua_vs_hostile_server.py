@@ -260,8 +260,8 @@ HOSTILE = {
     "never-closed": ("still closing", False),
     "closes-to-open": ("is open after close", False),
     "find-garbage": ("not valid json", True),
-    "describe-redirect": ("", True),
-    "new-redirect": ("", True),
+    "describe-redirect": ("with a redirect (http 302) to http://127.0.0.1", True),
+    "new-redirect": ("refusing to follow it", True),
 }
 
 
@@ -287,14 +287,16 @@ def test_hostile_server_never_yields_success(fake, src, mode):
 
 def test_put_redirect_is_not_followed_to_another_place(fake, src):
     """A storage endpoint answering 307 must not make ua send the part elsewhere and call it
-    done; (the fake stored the part before redirecting, so the upload may complete — but
-    nothing reaches the redirect target)."""
+    done: the redirect is a permanent error for that file, nothing reaches the target."""
     s = fake("put-redirect")
     p, _ = run_ua(s, "-s", "5M", "-r", "2", src[0])
     assert s.all_evil_hits() == [], s.all_evil_hits()
-    assert p.returncode in (0, 1)
-    if p.returncode == 0:
-        assert s.closes()
+    assert p.returncode == 1, (p.stdout, p.stderr[-2000:])
+    assert p.stdout.splitlines() == ["failed"]
+    assert "storage server answered put" in p.stderr.lower()
+    assert "refusing to follow it" in p.stderr
+    assert s.closes() == []
+    assert len([c for c in s.calls if c[0] == "PUT"]) == 1  # a redirect is not retried
 
 
 def test_endless_pagination_is_bounded(fake, src):

@@ -100,6 +100,11 @@ class TransientHTTPError(TransientError):
                          retry_after=retry_after)
 
 
+class RedirectRefused(PermanentError):
+    """The API or storage server answered 3xx; ua never follows a redirect (the token or the
+    part would go somewhere the user did not configure)."""
+
+
 class TLSError(PermanentError):
     """TLS certificate verification failed."""
 

@@ -13,6 +13,10 @@ Timeouts:
   ``max(60, size / min_rate)`` bounds a connection that trickles forever. Waiting for the
   throttle is not a stall.
 
+Redirects are never followed (API POSTs and part PUTs): a 3xx answer is a permanent
+:class:`~ua.api.errors.RedirectRefused` naming the masked Location, so neither the token nor a
+part goes somewhere the user did not configure.
+
 Logging goes to the ``ua.api`` logger at DEBUG (the CLI turns it on with ``--verbose``):
 method, route or masked URL, status, duration. Tokens and signed-URL query strings never
 appear: see :func:`mask_url` and :func:`mask_token`.
@@ -38,6 +42,7 @@ from ua.api.errors import (
     ConnectError,
     ConnectionLost,
     HTTPError,
+    RedirectRefused,
     RequestTimeout,
     StallError,
     TLSError,
@@ -171,6 +176,15 @@ def map_client_exception(exc: BaseException, what: str) -> UAError:
     raise exc  # a bug, not a network condition
 
 
+def refuse_redirect(method: str, what: str, status: int, location: str | None) -> RedirectRefused:
+    """A 3xx answer is never followed: the token (API) or the part (PUT) would leave for a
+    place the user did not configure."""
+    where = mask_url(location) if location else "<no Location>"
+    server = "storage server" if method == "PUT" else "API server"
+    return RedirectRefused(f"the {server} answered {method} {what} with a redirect (HTTP "
+                           f"{status}) to {where}; refusing to follow it", status=status)
+
+
 def make_ssl_context(ca_cert: str | None) -> ssl.SSLContext | bool:
     """System CA bundle by default; a path; or ``NOVERIFY`` (no verification at all)."""
     if ca_cert == "NOVERIFY":
@@ -237,10 +251,13 @@ class Transport:
         status: int | str = "error"
         try:
             async with self.session.post(
-                url, data=data, headers=self._api_headers,
+                url, data=data, headers=self._api_headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self.connect_timeout),
             ) as resp:
                 status = resp.status
+                if 300 <= resp.status < 400:
+                    raise refuse_redirect("POST", route, resp.status,
+                                          resp.headers.get("Location"))
                 raw = await resp.read()
                 ctype = resp.headers.get("Content-Type", "")
                 if not 200 <= resp.status < 300:
@@ -315,12 +332,15 @@ class Transport:
                 try:
                     async with self.session.put(
                         url, data=pieces() if size else b"", headers=hdrs,
-                        skip_auto_headers=("Content-Type",),
+                        skip_auto_headers=("Content-Type",), allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=None,
                                                       sock_connect=self.connect_timeout),
                     ) as resp:
                         bump()
                         status = resp.status
+                        if 300 <= resp.status < 400:
+                            raise refuse_redirect("PUT", masked, resp.status,
+                                                  resp.headers.get("Location"))
                         raw = await resp.read()
                         if not 200 <= resp.status < 300:
                             raise error_from_response(
