@@ -185,6 +185,20 @@ class FakeDX:
                 parts.update(pad)
             if m == "describe-redirect":
                 raise web.HTTPFound(f"{self.elsewhere}/describe")
+            if m in ("describe-80mib", "describe-80mib-length"):
+                # 80 MiB streamed (chunked, or with an honest Content-Length): never built in
+                # memory here; ua must stop reading at its 64 MiB cap.
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                if m == "describe-80mib-length":
+                    resp.content_length = 80 * MiB
+                await resp.prepare(request)
+                chunk = b" " * MiB
+                try:
+                    for _ in range(80):
+                        await resp.write(chunk)
+                except (ConnectionError, RuntimeError):
+                    self.calls.append(("ABORTED", route))
+                return resp
             state = f["state"]
             if m == "never-closed" and state != "open":
                 state = "closing"
@@ -262,6 +276,8 @@ HOSTILE = {
     "find-garbage": ("not valid json", True),
     "describe-redirect": ("with a redirect (http 302) to http://127.0.0.1", True),
     "new-redirect": ("refusing to follow it", True),
+    "describe-80mib": ("refusing to read it", True),
+    "describe-80mib-length": ("larger than 67108864 bytes", True),
 }
 
 

@@ -105,6 +105,10 @@ class RedirectRefused(PermanentError):
     part would go somewhere the user did not configure)."""
 
 
+class ResponseTooLarge(PermanentError):
+    """A response body exceeded the size ua is willing to read into memory."""
+
+
 class TLSError(PermanentError):
     """TLS certificate verification failed."""
 

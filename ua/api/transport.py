@@ -17,6 +17,10 @@ Redirects are never followed (API POSTs and part PUTs): a 3xx answer is a perman
 :class:`~ua.api.errors.RedirectRefused` naming the masked Location, so neither the token nor a
 part goes somewhere the user did not configure.
 
+Response bodies (API JSON, storage answers) are read up to 64 MiB (env
+``UA_MAX_RESPONSE_BYTES``); a larger one is a permanent :class:`~ua.api.errors.ResponseTooLarge`
+and the connection is dropped instead of drained.
+
 Logging goes to the ``ua.api`` logger at DEBUG (the CLI turns it on with ``--verbose``):
 method, route or masked URL, status, duration. Tokens and signed-URL query strings never
 appear: see :func:`mask_url` and :func:`mask_token`.
@@ -44,6 +48,7 @@ from ua.api.errors import (
     HTTPError,
     RedirectRefused,
     RequestTimeout,
+    ResponseTooLarge,
     StallError,
     TLSError,
     TransientHTTPError,
@@ -60,6 +65,9 @@ URL_ROUTE_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 30.0
 PUT_PIECE = 256 * 1024  # body bytes handed to the socket per write (progress/throttle grain)
 MIN_PART_RATE = 16 * 1024  # bytes/s a part must average before its total deadline
+# Largest response body ua reads into memory (env UA_MAX_RESPONSE_BYTES). A describe of a
+# 10,000-part file is about 1 MB; anything near this is a broken or hostile server.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def _env_float(name: str, default: float) -> float:
@@ -185,6 +193,28 @@ def refuse_redirect(method: str, what: str, status: int, location: str | None) -
                            f"{status}) to {where}; refusing to follow it", status=status)
 
 
+async def read_bounded(resp: aiohttp.ClientResponse, what: str,
+                       limit: int | None = None) -> bytes:
+    """The response body, or :class:`ResponseTooLarge` as soon as it passes ``limit`` bytes
+    (checked against Content-Length first, then while streaming)."""
+    if limit is None:
+        limit = int(_env_float("UA_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES))
+
+    def too_large(n: str) -> ResponseTooLarge:
+        return ResponseTooLarge(f"the response to {what} is {n} than {limit} bytes; refusing "
+                                "to read it (broken or hostile server?)", status=resp.status)
+
+    if resp.content_length is not None and resp.content_length > limit:
+        raise too_large("larger")
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            resp.close()  # drop the connection instead of draining the rest
+            raise too_large("larger")
+    return bytes(buf)
+
+
 def make_ssl_context(ca_cert: str | None) -> ssl.SSLContext | bool:
     """System CA bundle by default; a path; or ``NOVERIFY`` (no verification at all)."""
     if ca_cert == "NOVERIFY":
@@ -258,7 +288,7 @@ class Transport:
                 if 300 <= resp.status < 400:
                     raise refuse_redirect("POST", route, resp.status,
                                           resp.headers.get("Location"))
-                raw = await resp.read()
+                raw = await read_bounded(resp, f"POST {route}")
                 ctype = resp.headers.get("Content-Type", "")
                 if not 200 <= resp.status < 300:
                     raise error_from_response("POST", route, resp.status, ctype, raw,
@@ -341,7 +371,7 @@ class Transport:
                         if 300 <= resp.status < 400:
                             raise refuse_redirect("PUT", masked, resp.status,
                                                   resp.headers.get("Location"))
-                        raw = await resp.read()
+                        raw = await read_bounded(resp, "PUT")
                         if not 200 <= resp.status < 300:
                             raise error_from_response(
                                 "PUT", "PUT /upload", resp.status,
