@@ -324,7 +324,8 @@ async def _upload(opts: Options, cfg, planned) -> int:
             chunk_size=opts.chunk_size, compress=not opts.do_not_compress, tries=opts.tries,
             read_threads=opts.read_threads, compress_threads=opts.compress_threads,
             upload_threads=opts.upload_threads, throttle=opts.throttle, resume=not opts.do_not_resume,
-            wait_on_close=opts.wait_on_close, hidden=opts.visibility == "hidden",
+            wait_on_close=opts.wait_on_close, wait_on_close_timeout=opts.wait_on_close_timeout,
+            hidden=opts.visibility == "hidden",
             properties=dict(opts.properties), tags=tuple(opts.tags), types=tuple(opts.types),
             details=opts.details, compress_level=opts.compress_level)
 

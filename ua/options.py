@@ -90,6 +90,9 @@ OPTIONS: tuple[Opt, ...] = (
         "every 10 s otherwise)."),
     Opt("--verbose", "-v", "flag", "verbose", "Log every API call to stderr (tokens and URL signatures masked)."),
     Opt("--wait-on-close", None, "flag", "wait_on_close", "Wait until every file is 'closed' before exiting."),
+    Opt("--wait-on-close-timeout", None, "one", "wait_on_close_timeout", "(ua) With --wait-on-close: a file "
+        "still 'closing' after this many seconds is reported failed (it stays closing on the server). "
+        "[default: $UA_WAIT_ON_CLOSE_TIMEOUT or 3600]", "SECONDS"),
     Opt("--do-not-resume", None, "flag", "do_not_resume", "Do not look for a resumable upload; always create new "
         "files (also disables the duplicate check)."),
     Opt("--test", None, "flag", "test", "Run diagnostics (configuration, token, project, API server, upload "
@@ -165,6 +168,18 @@ def parse_int(text: str, option: str) -> int:
         raise UsageError(f"the argument ('{text}') for option '{option}' is invalid") from None
 
 
+def parse_seconds(text: str, option: str) -> float:
+    """A positive, finite number of seconds (fractions allowed)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise UsageError(f"the argument ('{text}') for option '{option}' is invalid") from None
+    if not 0 < value < float("inf"):
+        raise UsageError(f"the argument ('{text}') for option '{option}' must be a positive "
+                         "number of seconds")
+    return value
+
+
 def parse_property(text: str) -> tuple[str, str]:
     parts = text.split("=")
     if len(parts) != 2 or not parts[0] or not parts[1]:
@@ -212,6 +227,7 @@ class Options:
     progress: bool = False
     verbose: bool = False
     wait_on_close: bool = False
+    wait_on_close_timeout: float | None = None  # None: $UA_WAIT_ON_CLOSE_TIMEOUT or 3600
     do_not_resume: bool = False
     read_from_stdin: bool = False
     manifest: bool = False
@@ -368,6 +384,9 @@ def parse_argv(argv: list[str]) -> Options:
         o.tries = parse_int(p["tries"], "--tries")
     if p["compress_level"] is not None:
         o.compress_level = parse_int(p["compress_level"], "--compress-level")
+    if p["wait_on_close_timeout"] is not None:
+        o.wait_on_close_timeout = parse_seconds(p["wait_on_close_timeout"],
+                                                "--wait-on-close-timeout")
     if p["chunk_size"] is not None:
         o.chunk_size = parse_size(p["chunk_size"])
     if p["throttle"] is not None:

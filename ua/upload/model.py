@@ -44,6 +44,7 @@ class UploadSettings:
     throttle: int | None = None  # bytes per second over all connections, None = unlimited
     resume: bool = True  # False with --do-not-resume
     wait_on_close: bool = False
+    wait_on_close_timeout: float | None = None  # seconds; None = $UA_WAIT_ON_CLOSE_TIMEOUT or 3600
     hidden: bool = False  # --visibility hidden
     properties: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()

@@ -30,7 +30,8 @@ Stop
 
 Knobs for tests (production defaults): ``UA_RETRY_BASE_DELAY`` (seconds per retry-delay
 unit, 1.0), ``UA_STALL_TIMEOUT`` (60 s without progress fails a PUT attempt),
-``UA_WAIT_ON_CLOSE_TIMEOUT`` (3600 s bound on ``--wait-on-close``).
+``UA_WAIT_ON_CLOSE_TIMEOUT`` (3600 s bound on ``--wait-on-close``; the option
+``--wait-on-close-timeout`` overrides it).
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ class _Pipeline:
                                             thread_name_prefix="ua-read")
         self.throttle = TokenBucket(settings.throttle) if settings.throttle else None
         self.params: dict[str, asyncio.Future] = {}
-        self.wait_close_timeout = _env_float("UA_WAIT_ON_CLOSE_TIMEOUT", 3600.0)
+        self.wait_close_timeout = settings.wait_on_close_timeout \
+            if settings.wait_on_close_timeout is not None \
+            else _env_float("UA_WAIT_ON_CLOSE_TIMEOUT", 3600.0)
 
     def shutdown(self) -> None:
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
@@ -538,7 +541,9 @@ class _Pipeline:
             if state != "closing":
                 raise UploadError(f"{fid} is {state} after close")
             if loop.time() + delay > deadline:
-                raise UploadError(f"{fid} still closing after {self.wait_close_timeout:.0f} s")
+                raise UploadError(f"{fid} still closing after {self.wait_close_timeout:g} s "
+                                  "(--wait-on-close-timeout); it was not reported closed in "
+                                  "time and stays closing on the server")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
