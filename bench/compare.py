@@ -16,7 +16,7 @@ the client process tree (psutil, 20 ms samples). Each upload is checked (exit 0,
 file ID per input) and, per scenario and tool, one file is downloaded with ``dx download``
 and compared byte for byte (MD5; gunzipped for ua's compressed upload).
 
-    python bench/compare.py                    # full size (~6 GB of temp data in --work)
+    python bench/compare.py                    # full size (needs ~26 GB free in --work)
     python bench/compare.py --scale 0.1        # quick
     python bench/compare.py --only gz,many --repeat 3 --json bench/results/x.json
 
