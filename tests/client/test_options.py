@@ -37,7 +37,7 @@ def test_defaults():
     assert o.files == ["a.txt"]
     assert o.chunk_size == DEFAULT_CHUNK_SIZE
     assert (o.read_threads, o.upload_threads, o.tries) == (2, 8, 3)
-    assert o.compress_threads == default_compress_threads() == min(8, max((__import__("os").cpu_count() or 1) - 1, 1))
+    assert o.compress_threads == default_compress_threads() == min(8, max(__import__("os").cpu_count() or 1, 1))
     assert o.folder_list == ["/"] and o.projects == [] and o.names == []
     assert o.visibility == "visible" and o.throttle is None and o.compress_level == 1
     assert not (o.json or o.progress or o.verbose or o.recursive or o.manifest or o.read_from_stdin)
