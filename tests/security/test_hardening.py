@@ -4,6 +4,7 @@ subprocess (tests/conftest.py) and ``ua`` as a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 
@@ -60,3 +61,54 @@ def test_wait_on_close_timeout_option_is_validated_and_documented(run_ua, tmp_pa
         assert "--wait-on-close-timeout" in p.stderr
     p = run_ua("--help", env={}, timeout=60)
     assert p.returncode == 0 and "--wait-on-close-timeout" in p.stdout
+
+
+# ------------------------------------------------------------------ size-scaled part timeout
+def _lines(stderr):
+    """stderr without the tracebacks --verbose adds."""
+    return "\n".join(ln for ln in stderr.splitlines() if not ln.lstrip().startswith(("|", "+")))
+
+
+def _put_env(h, min_rate):
+    env = h.env()
+    env.update({"UA_PUT_TIMEOUT_FLOOR": "1", "UA_PUT_MIN_RATE": str(min_rate),
+                "UA_STALL_TIMEOUT": "3", "UA_RETRY_BASE_DELAY": "0.01"})
+    return env
+
+
+def test_part_timeout_scales_with_size_and_a_too_slow_part_is_retried(make_server, run_ua,
+                                                                      tmp_path):
+    """``put-slow``: the server reads every body at 2 MiB/s, so a 12 MiB part needs ≥ 6 s.
+    Its total deadline is max(floor, size / UA_PUT_MIN_RATE) + stall window (3 s here):
+
+    * min rate 8 MiB/s → max(1, 1.5) + 3 = 4.5 s: the attempt times out and is retried (and
+      times out again: failed), while a 1 MiB part (0.5 s, deadline 4 s) in the same run
+      succeeds;
+    * min rate 2 MiB/s → max(1, 6) + 3 = 9 s: the same 12 MiB part succeeds, which the floor
+      plus the stall window alone (4 s) would not allow."""
+    h = make_server(fault="put-slow=1")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 * MiB))
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(1 * MiB))
+    args = ("--do-not-compress", "-s", "20M", "-r", "2", "--verbose")
+
+    t0 = time.monotonic()
+    p = run_ua(*args, big, small, env=_put_env(h, 8 * MiB), timeout=90)
+    took = time.monotonic() - t0
+    assert p.returncode == 1, (p.stdout, p.stderr[-3000:])
+    out = p.stdout.splitlines()
+    assert out[0] == "failed" and out[1].startswith("file-"), p.stdout
+    assert f"PUT of {12 * MiB} bytes exceeded 4.5 s" in p.stderr, p.stderr[-3000:]
+    assert "Retrying part 1" in p.stderr and "after 2 tries" in p.stderr, p.stderr[-3000:]
+    assert took < 30  # two attempts of 4.5 s, not the 60 s production floor
+    small_puts = [r for r in h.requests() if r["route"] == "PUT /upload"
+                  and r["file"] == out[1]]
+    assert 200 in [r["status"] for r in small_puts]
+
+    # a new file object: the server may still be draining run 1's abandoned PUT of big's part 1
+    p = run_ua(*args, "--do-not-resume", big, env=_put_env(h, 2 * MiB), timeout=90)
+    assert p.returncode == 0, (p.stdout, _lines(p.stderr))
+    assert p.stdout.startswith("file-")
+    # no attempt hit its (9 s) total deadline; a stall retry under CPU load is tolerated
+    assert "exceeded" not in p.stderr, _lines(p.stderr)

@@ -10,8 +10,9 @@ Timeouts:
 * Part PUTs: no fixed total like aiohttp's default 300 s. A *stall detector* fails the PUT
   when no body byte has been accepted by the socket (and no response arrived) for
   ``stall_timeout`` seconds (default 60, env ``UA_STALL_TIMEOUT``), and a size-scaled total
-  ``max(60, size / min_rate)`` bounds a connection that trickles forever. Waiting for the
-  throttle is not a stall.
+  ``max(floor, size / min_rate) + stall_timeout`` bounds a connection that trickles forever
+  (floor 60 s, env ``UA_PUT_TIMEOUT_FLOOR``; min_rate 16 KiB/s, env ``UA_PUT_MIN_RATE`` in
+  bytes/s). Waiting for the throttle is not a stall.
 
 Redirects are never followed (API POSTs and part PUTs): a 3xx answer is a permanent
 :class:`~ua.api.errors.RedirectRefused` naming the masked Location, so neither the token nor a
@@ -65,6 +66,7 @@ URL_ROUTE_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 30.0
 PUT_PIECE = 256 * 1024  # body bytes handed to the socket per write (progress/throttle grain)
 MIN_PART_RATE = 16 * 1024  # bytes/s a part must average before its total deadline
+PUT_TIMEOUT_FLOOR = 60.0  # seconds: the total deadline of a part is never below this (+ stall)
 # Largest response body ua reads into memory (env UA_MAX_RESPONSE_BYTES). A describe of a
 # 10,000-part file is about 1 MB; anything near this is a broken or hostile server.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -230,13 +232,20 @@ class Transport:
 
     def __init__(self, config: APIConfig, *, connections: int = 16,
                  stall_timeout: float | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-                 min_part_rate: float = MIN_PART_RATE) -> None:
+                 min_part_rate: float | None = None,
+                 put_timeout_floor: float | None = None) -> None:
         self.config = config
         self.connections = max(1, connections)
         self.stall_timeout = stall_timeout if stall_timeout is not None else _env_float(
             "UA_STALL_TIMEOUT", 60.0)
         self.connect_timeout = connect_timeout
-        self.min_part_rate = min_part_rate
+        # Test knobs like UA_STALL_TIMEOUT; the production defaults are the constants above.
+        self.min_part_rate = min_part_rate if min_part_rate is not None else _env_float(
+            "UA_PUT_MIN_RATE", MIN_PART_RATE)
+        if not self.min_part_rate > 0:
+            self.min_part_rate = MIN_PART_RATE
+        self.put_timeout_floor = put_timeout_floor if put_timeout_floor is not None else \
+            _env_float("UA_PUT_TIMEOUT_FLOOR", PUT_TIMEOUT_FLOOR)
         self._ssl = make_ssl_context(config.ca_cert) if config.protocol.lower() == "https" \
             else None
         self._session: aiohttp.ClientSession | None = None
@@ -328,7 +337,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         stall = self.stall_timeout
         rate = self.min_part_rate
-        total = max(60.0, size / rate) + stall
+        total = max(self.put_timeout_floor, size / rate) + stall
         t0 = loop.time()
         # With a throttle, waiting for tokens can legitimately take longer than any fixed
         # total; the stall window (which excludes token waits) still catches dead sockets.
@@ -386,7 +395,7 @@ class Transport:
             if not deadline.expired():
                 raise map_client_exception(exc, "PUT") from exc
             if loop.time() >= hard_deadline - 0.001:
-                raise RequestTimeout(f"PUT of {size} bytes exceeded {total:.0f} s") from exc
+                raise RequestTimeout(f"PUT of {size} bytes exceeded {total:.1f} s") from exc
             raise StallError(f"PUT stalled: no progress for {stall:g} s") from exc
         finally:
             log.debug("PUT %s (%d bytes) -> %s in %.0f ms", masked, size, status,

@@ -36,6 +36,11 @@ MAX_JSON_DEPTH = 64
 BATCH = 4 * 1024 * 1024  # bytes handed to the hashing/writing thread at a time
 READ_BUFSIZE = 1024 * 1024  # request body buffer before reading pauses
 SLOW_RATE = 2 * 1024 * 1024  # bytes/s for put-slow
+# Receive buffer of the listening socket (inherited by accepted connections) when the server
+# starts with a put-slow fault: a slow read then backs up to the client as on a slow link,
+# instead of the kernel's autotuned buffer (up to tcp_rmem max) swallowing whole parts. It
+# must be set before the connection exists: shrinking it later makes the kernel drop data.
+SLOW_RCVBUF = 64 * 1024
 SERVICE_KEY = web.AppKey("service", Service)
 STATE_KEY = web.AppKey("state", object)
 

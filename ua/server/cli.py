@@ -117,6 +117,13 @@ async def _serve(config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=256)
     await site.start()
+    if config.fault_spec and "put-slow" in config.fault_spec:
+        import socket
+
+        from .app import SLOW_RCVBUF
+
+        for sock in site._server.sockets:  # type: ignore[union-attr]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     env_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     write_dx_env(config.data_dir, env_host, port, token, project)
