@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
+from ua.knobs import env_float
 from ua.api.errors import (
     BadDigest,
     ConnectError,
@@ -60,18 +60,11 @@ def is_always_retry(route: str) -> bool:
     return any(p.match(route) for p in _ALWAYS_RETRY_PATTERNS)
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Numbers of the two policies. Defaults are production values."""
 
-    base_delay: float = field(default_factory=lambda: _env_float("UA_RETRY_BASE_DELAY", 1.0))
+    base_delay: float = field(default_factory=lambda: env_float("UA_RETRY_BASE_DELAY", 1.0))
     api_max_retries: int = 6
     max_retry_after: float = 60.0  # cap on a server's Retry-After, seconds (before scaling)
     max_throttled: int = 30  # 503/429 answers tolerated per call/part without spending a try

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from ua import UA_COMPAT_VERSION, __version__
+from ua.knobs import env_float
 from ua.api.errors import (
     BadResponse,
     ConnectError,
@@ -70,13 +70,6 @@ PUT_TIMEOUT_FLOOR = 60.0  # seconds: the total deadline of a part is never below
 # Largest response body ua reads into memory (env UA_MAX_RESPONSE_BYTES). A describe of a
 # 10,000-part file is about 1 MB; anything near this is a broken or hostile server.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,7 @@ async def read_bounded(resp: aiohttp.ClientResponse, what: str,
     """The response body, or :class:`ResponseTooLarge` as soon as it passes ``limit`` bytes
     (checked against Content-Length first, then while streaming)."""
     if limit is None:
-        limit = int(_env_float("UA_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES))
+        limit = int(env_float("UA_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES))
 
     def too_large(n: str) -> ResponseTooLarge:
         return ResponseTooLarge(f"the response to {what} is {n} than {limit} bytes; refusing "
@@ -236,16 +229,16 @@ class Transport:
                  put_timeout_floor: float | None = None) -> None:
         self.config = config
         self.connections = max(1, connections)
-        self.stall_timeout = stall_timeout if stall_timeout is not None else _env_float(
+        self.stall_timeout = stall_timeout if stall_timeout is not None else env_float(
             "UA_STALL_TIMEOUT", 60.0)
         self.connect_timeout = connect_timeout
         # Test knobs like UA_STALL_TIMEOUT; the production defaults are the constants above.
-        self.min_part_rate = min_part_rate if min_part_rate is not None else _env_float(
+        self.min_part_rate = min_part_rate if min_part_rate is not None else env_float(
             "UA_PUT_MIN_RATE", MIN_PART_RATE)
         if not self.min_part_rate > 0:
             self.min_part_rate = MIN_PART_RATE
         self.put_timeout_floor = put_timeout_floor if put_timeout_floor is not None else \
-            _env_float("UA_PUT_TIMEOUT_FLOOR", PUT_TIMEOUT_FLOOR)
+            env_float("UA_PUT_TIMEOUT_FLOOR", PUT_TIMEOUT_FLOOR)
         self._ssl = make_ssl_context(config.ca_cert) if config.protocol.lower() == "https" \
             else None
         self._session: aiohttp.ClientSession | None = None

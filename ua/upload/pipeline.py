@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 from isal import isal_zlib
 
 from ua.api.client import DXClient
+from ua.knobs import env_float
 from ua.api.errors import (
     FileTooLarge,
     LocalFileChanged,
@@ -93,13 +94,6 @@ PREPARE_CONCURRENCY = 8  # files being prepared (lookups, /file/new) at once
 VERIFY_ROUNDS = 2  # extra upload rounds for parts the server does not report complete
 CRC_BLOCK = 8 * 1024 * 1024
 INLINE_BYTES = 64 * 1024  # parts this small are read and encoded on the event loop
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
 
 
 @dataclass
@@ -150,7 +144,7 @@ class _Pipeline:
         self.params: dict[str, asyncio.Future] = {}
         self.wait_close_timeout = settings.wait_on_close_timeout \
             if settings.wait_on_close_timeout is not None \
-            else _env_float("UA_WAIT_ON_CLOSE_TIMEOUT", 3600.0)
+            else env_float("UA_WAIT_ON_CLOSE_TIMEOUT", 3600.0)
 
     def shutdown(self) -> None:
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)

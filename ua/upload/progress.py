@@ -30,6 +30,7 @@ import time
 from collections import deque
 from typing import IO, Any
 
+from ua.knobs import env_float
 from ua.upload.model import FileResult, FileState, FileTask
 
 MAX_FILE_BARS = 4
@@ -38,10 +39,7 @@ MIB = 1024 * 1024
 
 
 def progress_interval(default: float = 10.0) -> float:
-    try:
-        value = float(os.environ.get("UA_PROGRESS_INTERVAL", "") or default)
-    except ValueError:
-        return default
+    value = env_float("UA_PROGRESS_INTERVAL", default)
     return value if value > 0 else default
 
 
