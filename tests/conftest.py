@@ -68,3 +68,21 @@ def dx(request):
             env = request.getfixturevalue("ua_server").env()
         return _run([*_dx_cmd(), *map(str, args)], _clean_env(env), input, timeout, cwd)
     return run
+
+
+@pytest.fixture
+def fault_proxy():
+    """``fault_proxy(server, **toxics)`` starts a FaultProxy (tests/faults/proxy.py) in front of
+    a live ua-server and stops it after the test."""
+    from proxy import FaultProxy
+
+    proxies: list = []
+
+    def factory(server, **toxics):
+        p = FaultProxy(server.host, server.port, **toxics).start()
+        proxies.append(p)
+        return p
+
+    yield factory
+    for p in proxies:
+        p.stop()

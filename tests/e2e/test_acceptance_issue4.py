@@ -230,7 +230,6 @@ def test_file_changed_during_upload_fails_clearly_and_others_are_unharmed(ua_ser
     since = len(srv.requests())
     # The proxy holds every part-2 PUT for 2 s, so neither big file can finish before the
     # change below: deterministic, no timing race.
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
     from proxy import FaultProxy, RequestFault
 
     proxy = FaultProxy(srv.host, srv.port).start()
@@ -369,7 +368,6 @@ def test_resume_lookups_and_file_new_run_concurrently(ua_server, tmp_path):
     the 32 lookups and /file/new calls, and the 32 PUTs (upload URL + PUT ≥ 0.2 s a file,
     parts of several files in flight together), must arrive within half of the sequential
     time (measured ~1.1 s). Arrival times come from the server's request log."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
     from proxy import FaultProxy
 
     srv = ua_server

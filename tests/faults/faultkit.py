@@ -2,8 +2,8 @@
 tests/security): test data, running ``ua --json``, byte-exact verification against the server,
 request-log accounting.
 
-Imported by path: tests/crash and tests/security put tests/faults on ``sys.path`` in their
-conftest.
+Importable as ``faultkit`` from any test: pyproject.toml puts tests/faults on pytest's
+``pythonpath``.
 """
 
 from __future__ import annotations

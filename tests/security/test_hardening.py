@@ -69,10 +69,10 @@ def _lines(stderr):
     return "\n".join(ln for ln in stderr.splitlines() if not ln.lstrip().startswith(("|", "+")))
 
 
-def _put_env(h, min_rate):
+def _put_env(h, min_rate, stall=3):
     env = h.env()
     env.update({"UA_PUT_TIMEOUT_FLOOR": "1", "UA_PUT_MIN_RATE": str(min_rate),
-                "UA_STALL_TIMEOUT": "3", "UA_RETRY_BASE_DELAY": "0.01"})
+                "UA_STALL_TIMEOUT": str(stall), "UA_RETRY_BASE_DELAY": "0.01"})
     return env
 
 
@@ -84,8 +84,11 @@ def test_part_timeout_scales_with_size_and_a_too_slow_part_is_retried(make_serve
     * min rate 8 MiB/s → max(1, 1.5) + 3 = 4.5 s: the attempt times out and is retried (and
       times out again: failed), while a 1 MiB part (0.5 s, deadline 4 s) in the same run
       succeeds;
-    * min rate 2 MiB/s → max(1, 6) + 3 = 9 s: the same 12 MiB part succeeds, which the floor
-      plus the stall window alone (4 s) would not allow."""
+    * min rate 2 MiB/s, stall window 6 s → a 24 MiB part (12 s) gets max(1, 12) + 6 = 18 s and
+      succeeds, which the floor plus the stall window alone (7 s) would not allow. The stall
+      window is 6 s here because once the whole body sits in the loopback socket buffers
+      (≈ 7.6 MiB, ≈ 3.8 s to drain at 2 MiB/s) ua sees no progress until the response: a
+      3 s window fired falsely there (a known limit of the stall detector, noted on issue 5)."""
     h = make_server(fault="put-slow=1")
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(12 * MiB))
@@ -107,8 +110,11 @@ def test_part_timeout_scales_with_size_and_a_too_slow_part_is_retried(make_serve
     assert 200 in [r["status"] for r in small_puts]
 
     # a new file object: the server may still be draining run 1's abandoned PUT of big's part 1
-    p = run_ua(*args, "--do-not-resume", big, env=_put_env(h, 2 * MiB), timeout=90)
+    bigger = tmp_path / "bigger.bin"
+    bigger.write_bytes(os.urandom(24 * MiB))
+    p = run_ua("--do-not-compress", "-s", "30M", "-r", "2", "--verbose", "--do-not-resume",
+               bigger, env=_put_env(h, 2 * MiB, stall=6), timeout=90)
     assert p.returncode == 0, (p.stdout, _lines(p.stderr))
     assert p.stdout.startswith("file-")
-    # no attempt hit its (9 s) total deadline; a stall retry under CPU load is tolerated
+    # no attempt hit its (18 s) total deadline; a stall retry under CPU load is tolerated
     assert "exceeded" not in p.stderr, _lines(p.stderr)
