@@ -20,13 +20,13 @@ import re
 import secrets
 import string
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import regex
 
-from ua.ids import ID_ALPHABET, new_id
+from ua.ids import new_id
 
 from . import errors as E
 from .signing import sign_download, sign_upload
@@ -412,13 +412,7 @@ class Service:
         }
         fields = inp.get("fields")
         if isinstance(fields, dict) and fields:
-            out = {"id": row["id"]}
-            for k, want in fields.items():
-                if want and k in full:
-                    out[k] = full[k]
-                elif want and k in extra:
-                    out[k] = extra[k]()
-            return out
+            return _select_fields({"id": row["id"]}, fields, full, extra)
         out = full
         for k, fn in extra.items():
             if inp.get(k):
@@ -890,13 +884,8 @@ class Service:
         }
         fields = inp.get("fields")
         if isinstance(fields, dict) and fields:
-            out = dict(full) if inp.get("defaultFields") else {"id": r["id"]}
-            for k, want in fields.items():
-                if want and k in full:
-                    out[k] = full[k]
-                elif want and k in extra:
-                    out[k] = extra[k]()
-            return out
+            base = dict(full) if inp.get("defaultFields") else {"id": r["id"]}
+            return _select_fields(base, fields, full, extra)
         out = full
         if r["state"] == "open":
             out["parts"] = parts()
@@ -1330,3 +1319,14 @@ def _limit(inp: dict) -> int:
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _select_fields(out: dict, fields: dict, full: dict, extra: dict) -> dict:
+    """A describe answer restricted to ``fields``: values from ``full``, or computed on demand
+    by the callables in ``extra`` (parts, folders, members… that cost a query)."""
+    for k, want in fields.items():
+        if want and k in full:
+            out[k] = full[k]
+        elif want and k in extra:
+            out[k] = extra[k]()
+    return out
