@@ -118,6 +118,48 @@ class DXClient:
             seen.add(key)
             body = {**query, "starting": nxt}
 
+    async def find_data_objects_bounded(self, max_pages: int, **query: Any
+                                        ) -> tuple[list[dict[str, Any]], bool]:
+        """Like :meth:`find_data_objects` but reads at most ``max_pages`` pages; returns
+        ``(results, complete)`` where ``complete`` is False when more pages remained."""
+        results: list[dict[str, Any]] = []
+        body = _drop_none(query)
+        route = "/system/findDataObjects"
+        seen: set[str] = set()
+        for _ in range(max(1, max_pages)):
+            resp = await self.call(route, body)
+            page = resp.get("results", []) if isinstance(resp, dict) else None
+            if not isinstance(page, list):
+                raise BadResponse(f"Malformed {route} response (no results list)", route=route)
+            results.extend(page)
+            nxt = resp.get("next")
+            if nxt is None:
+                return results, True
+            key = repr(nxt)
+            if key in seen:
+                raise BadResponse(f"{route} pagination does not advance (next={str(nxt)[:80]}); "
+                                  "giving up", route=route)
+            seen.add(key)
+            body = {**_drop_none(query), "starting": nxt}
+        return results, False
+
+    async def describe_data_objects(self, objects: list[Mapping[str, Any]]
+                                    ) -> list[dict[str, Any]]:
+        """``/system/describeDataObjects``: one result per object, in order. Each object is
+        ``{"id": ..., "project": ..., "describe": {...}}``; each result is the describe
+        mapping, or ``{}`` for an object the server did not describe (its ``error``)."""
+        route = "/system/describeDataObjects"
+        resp = await self.call(route, {"objects": [dict(o) for o in objects]})
+        results = resp.get("results") if isinstance(resp, dict) else None
+        if not isinstance(results, list) or len(results) != len(objects):
+            raise BadResponse(f"Malformed {route} response (expected {len(objects)} results)",
+                              route=route)
+        out = []
+        for r in results:
+            d = r.get("describe") if isinstance(r, dict) else None
+            out.append(d if isinstance(d, dict) else {})
+        return out
+
     async def find_projects(self, name: str | dict | None = None, level: str | None = None,
                             *, describe: bool | dict = False, max_results: int | None = None,
                             **extra: Any) -> list[dict[str, Any]]:

@@ -61,6 +61,7 @@ from ua.api.errors import (
 )
 from ua.api.retry import run_part_with_retries
 from ua.upload import resume as resume_mod
+from ua.upload.batching import Coalescer
 from ua.upload.compress import (
     GZIP_MEDIA,
     SNIFF_BYTES,
@@ -93,7 +94,8 @@ log = logging.getLogger("ua.upload")
 PREPARE_CONCURRENCY = 8  # files being prepared (lookups, /file/new) at once
 VERIFY_ROUNDS = 2  # extra upload rounds for parts the server does not report complete
 CRC_BLOCK = 8 * 1024 * 1024
-INLINE_BYTES = 64 * 1024  # parts this small are read and encoded on the event loop
+INLINE_BYTES = 256 * 1024  # parts this small are read and encoded on the event loop
+DESCRIBE_BATCH = 100  # files per /system/describeDataObjects
 
 
 @dataclass
@@ -142,6 +144,19 @@ class _Pipeline:
                                             thread_name_prefix="ua-read")
         self.throttle = TokenBucket(settings.throttle) if settings.throttle else None
         self.params: dict[str, asyncio.Future] = {}
+        # Resume: local files per project (decides per-file lookups vs one listing) and the
+        # listing of each project, made once by the first file that needs it.
+        self.resume_files: dict[str, int] = {}
+        self.sig_index: dict[str, asyncio.Future] = {}
+        # Verification and --wait-on-close describes travel in batches under load.
+        self.parts_describer: Coalescer = Coalescer(
+            functools.partial(self._describe_many, {"parts": True, "state": True}),
+            functools.partial(self._describe_one, {"parts": True, "state": True}),
+            max_batch=DESCRIBE_BATCH)
+        self.state_describer: Coalescer = Coalescer(
+            functools.partial(self._describe_many, {"state": True}),
+            functools.partial(self._describe_one, {"state": True}),
+            max_batch=DESCRIBE_BATCH)
         self.wait_close_timeout = settings.wait_on_close_timeout \
             if settings.wait_on_close_timeout is not None \
             else env_float("UA_WAIT_ON_CLOSE_TIMEOUT", 3600.0)
@@ -172,6 +187,60 @@ class _Pipeline:
                 fut.exception()  # mark retrieved
                 raise
         return await asyncio.shield(fut)
+
+    async def _describe_one(self, fields: dict, key: tuple[str, str]) -> dict[str, Any]:
+        fid, project = key
+        return await self.api.file_describe(fid, fields, project=project)
+
+    async def _describe_many(self, fields: dict, keys: list[tuple[str, str]]
+                             ) -> list[dict[str, Any] | None]:
+        descs = await self.api.describe_data_objects(
+            [{"id": fid, "project": project, "describe": {"fields": fields}}
+             for fid, project in keys])
+        # An answer that is not about the file asked for is re-asked alone.
+        return [d if d.get("id") == fid and all(f in d for f in fields) else None
+                for d, (fid, _) in zip(descs, keys)]
+
+    async def signature_index(self, project: str) -> resume_mod.SignatureIndex | None:
+        """The project's signed files listed once, or None when per-file lookups are the
+        cheaper way (few local files, or more signed files than the page budget)."""
+        n = self.resume_files.get(project, 0)
+        if n < resume_mod.SCAN_MIN_FILES:
+            return None
+        fut = self.sig_index.get(project)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.sig_index[project] = fut
+            index = None
+            try:
+                results, complete = await self.api.find_data_objects_bounded(
+                    resume_mod.scan_page_budget(n), **resume_mod.scan_query(project))
+                if complete:
+                    index = resume_mod.SignatureIndex(results)
+                else:
+                    log.debug("%s holds more signed files than %d pages: per-file lookups",
+                              project, resume_mod.scan_page_budget(n))
+            except Exception as exc:  # noqa: BLE001 - per-file lookups report their own errors
+                log.debug("listing the signed files of %s failed (%s): per-file lookups",
+                          project, describe_error(exc))
+            finally:
+                fut.set_result(index)  # also when cancelled: the others fall back
+        return await asyncio.shield(fut)
+
+    async def resume_candidates(self, project: str, signature: str) -> list[dict[str, Any]]:
+        index = await self.signature_index(project)
+        if index is None:
+            return await self.api.find_data_objects(
+                **resume_mod.lookup_query(project, signature))
+        found = []
+        for r in index.lookup(signature):
+            d = r["describe"]
+            if d.get("state") == "open":  # resuming needs its parts, as they are now
+                d = await self.api.file_describe(
+                    r["id"], {"state": True, "name": True, "folder": True, "parts": True,
+                              "properties": True}, project=project)
+            found.append({"id": r["id"], "describe": d})
+        return found
 
     def message(self, run: _FileRun, text: str) -> None:
         self.sub.on_file_message(run.task, text)
@@ -246,8 +315,7 @@ class _Pipeline:
             res.remote_name = remote_name
             decision = resume_mod.ResumeDecision("new")
             if s.resume:
-                found = await self.api.find_data_objects(
-                    **resume_mod.lookup_query(task.project, str(sig)))
+                found = await self.resume_candidates(task.project, str(sig))
                 decision = resume_mod.decide(found, compress=compress)
                 for note in decision.notes:
                     self.message(run, note)
@@ -453,8 +521,7 @@ class _Pipeline:
         for rnd in range(VERIFY_ROUNDS + 1):
             if self.stopped():
                 raise asyncio.CancelledError
-            desc = await self.api.file_describe(fid, {"parts": True, "state": True},
-                                                project=task.project)
+            desc = await self.parts_describer.get((fid, task.project))
             bad = self.check_parts(run, desc, plan.num_parts)
             if not bad:
                 break
@@ -528,7 +595,7 @@ class _Pipeline:
         deadline = loop.time() + self.wait_close_timeout
         delay = 0.25
         while True:
-            desc = await self.api.file_describe(fid, {"state": True}, project=project)
+            desc = await self.state_describer.get((fid, project))
             state = desc.get("state")
             if state == "closed":
                 return state
@@ -695,6 +762,10 @@ async def upload_files(api: DXClient, tasks: list[FileTask], settings: UploadSet
     sub = subscriber or NullSubscriber()
     pipe = _Pipeline(api, settings, sub, stop, stdin)
     runs = [_FileRun(t, FileResult(task=t, state=FileState.FAILED)) for t in tasks]
+    if settings.resume:
+        for t in tasks:
+            if t.source is FileSource.PATH and not t.error:
+                pipe.resume_files[t.project] = pipe.resume_files.get(t.project, 0) + 1
     try:
         async with asyncio.TaskGroup() as tg:
             file_tasks = [tg.create_task(_guard(pipe.upload_one(r))) for r in runs]

@@ -4,6 +4,15 @@ Lookup (upload-agent.md §5.2): ``/system/findDataObjects`` for files in the pro
 ``.system-fileSignature`` equals ours, any folder, hidden or not, with state, name, folder,
 parts and properties described (all pages).
 
+With many files for one project, the pipeline first lists, once, every file of the project
+that carries a signature (:func:`scan_query`: ``properties: {KEY: true}``, a documented
+filter, paged 1,000 at a time) and answers each file's lookup from that
+:class:`SignatureIndex` — one request per 1,000 existing files instead of one per local
+file. The listing has a page budget (:func:`scan_page_budget`); a project holding more
+signed files than the budget allows falls back to the per-file query above, so the listing
+never costs more than about the lookups it replaces. Parts are not listed; an ``open``
+match is described again with its parts before it is resumed.
+
 Decisions (:func:`decide`, pure):
 
 * no candidate → ``new``;
@@ -47,6 +56,47 @@ def lookup_query(project: str, signature: str) -> dict[str, Any]:
                      "fields": {"state": True, "name": True, "folder": True, "parts": True,
                                 "properties": True}},
     }
+
+
+SCAN_PAGE_SIZE = 1000
+SCAN_MIN_FILES = 8  # fewer local files than this: per-file lookups are cheaper
+LOOKUPS_PER_PAGE = 50  # a page of 1,000 described files costs about this many lookups
+
+
+def scan_query(project: str) -> dict[str, Any]:
+    """Every file of ``project`` that has a signature, described without parts."""
+    return {
+        "class": "file",
+        "properties": {SIGNATURE_PROPERTY: True},
+        "scope": {"project": project, "folder": "/", "recurse": True},
+        "visibility": "either",
+        "limit": SCAN_PAGE_SIZE,
+        "describe": {"project": project,
+                     "fields": {"state": True, "name": True, "folder": True,
+                                "properties": True}},
+    }
+
+
+def scan_page_budget(local_files: int) -> int:
+    """Pages the listing may read before per-file lookups would have been cheaper."""
+    return max(1, -(-local_files // LOOKUPS_PER_PAGE))
+
+
+class SignatureIndex:
+    """``.system-fileSignature`` value → the listing's results carrying it."""
+
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        self.by_sig: dict[str, list[dict[str, Any]]] = {}
+        for r in results:
+            d = r.get("describe") if isinstance(r, dict) else None
+            if not isinstance(d, dict) or not isinstance(r.get("id"), str):
+                continue
+            sig = (d.get("properties") or {}).get(SIGNATURE_PROPERTY)
+            if isinstance(sig, str):
+                self.by_sig.setdefault(sig, []).append(r)
+
+    def lookup(self, signature: str) -> list[dict[str, Any]]:
+        return list(self.by_sig.get(signature, ()))
 
 
 def decide(results: list[dict[str, Any]], *, compress: bool) -> ResumeDecision:
