@@ -29,9 +29,12 @@ from ua.api.retry import (
     call_api_with_retries,
     run_part_with_retries,
 )
+from ua.api.filebody import FileRange
 from ua.api.transport import APIConfig, Buffer, Throttle, Transport
 
-__all__ = ["APIConfig", "DXClient", "new_nonce"]
+__all__ = ["APIConfig", "DXClient", "FileRange", "new_nonce"]
+
+PartBody = bytes | bytearray | memoryview | Sequence[Buffer] | FileRange
 
 MAX_PAGES = 100_000  # find* pages followed in one query (1000 results each at most)
 
@@ -50,11 +53,12 @@ class DXClient:
 
     def __init__(self, config: APIConfig, *, connections: int = 16,
                  policy: RetryPolicy | None = None, stall_timeout: float | None = None,
-                 on_api_retry: Callable[[str, int, BaseException, float], None] | None = None
-                 ) -> None:
+                 on_api_retry: Callable[[str, int, BaseException, float], None] | None = None,
+                 sendfile: bool | None = None) -> None:
         self.config = config
         self.policy = policy or DEFAULT_POLICY
-        self.transport = Transport(config, connections=connections, stall_timeout=stall_timeout)
+        self.transport = Transport(config, connections=connections, stall_timeout=stall_timeout,
+                                   sendfile=sendfile)
         self.on_api_retry = on_api_retry
 
     async def __aenter__(self) -> "DXClient":
@@ -234,21 +238,21 @@ class DXClient:
             raise BadResponse(f"Malformed /upload response for {file_id} part {index}") from None
         return url, dict(headers)
 
-    async def put_part(self, url: str, headers: Mapping[str, str],
-                       body: bytes | bytearray | memoryview | Sequence[Buffer],
+    async def put_part(self, url: str, headers: Mapping[str, str], body: PartBody,
                        throttle: Throttle | None = None,
                        on_sent: Callable[[int], None] | None = None) -> None:
-        """One PUT attempt of a part's bytes to a signed URL (no retry here)."""
+        """One PUT attempt of a part's bytes to a signed URL (no retry here). ``body`` is
+        bytes-like, a sequence of them sent back to back, or a :class:`FileRange` sent
+        straight from the file (sendfile on plain HTTP; LocalFileChanged if it changed)."""
         await self.transport.put(url, headers, body, throttle=throttle, on_sent=on_sent)
 
-    async def upload_part(self, file_id: str, index: int,
-                          body: bytes | bytearray | memoryview | Sequence[Buffer], md5: str, *,
+    async def upload_part(self, file_id: str, index: int, body: PartBody, md5: str, *,
                           tries: int, throttle: Throttle | None = None,
                           on_sent: Callable[[int], None] | None = None,
                           on_retry: OnRetry | None = None) -> int:
         """``/upload`` + PUT with the part retry policy, a fresh URL on every try.
         Returns the number of attempts used."""
-        size = len(body) if isinstance(body, (bytes, bytearray, memoryview)) \
+        size = len(body) if isinstance(body, (bytes, bytearray, memoryview, FileRange)) \
             else sum(len(b) for b in body)
         used = 0
 

@@ -14,6 +14,13 @@ Timeouts:
   (floor 60 s, env ``UA_PUT_TIMEOUT_FLOOR``; min_rate 16 KiB/s, env ``UA_PUT_MIN_RATE`` in
   bytes/s). Waiting for the throttle is not a stall.
 
+Part bodies are buffers (sent as memoryview pieces of ``PUT_PIECE``) or a
+:class:`~ua.api.filebody.FileRange` of a local file, sent with ``sendfile(2)`` in slices on
+plain HTTP without a proxy and through one small reused buffer otherwise; both honour the
+stall detector, the deadline, the throttle and ``on_sent`` per slice or piece, and a file that
+changed fails with the permanent :class:`~ua.api.errors.LocalFileChanged`
+(:mod:`ua.api.filebody`). ``Transport.put_paths`` counts which way each PUT body went.
+
 Redirects are never followed (API POSTs and part PUTs): a 3xx answer is a permanent
 :class:`~ua.api.errors.RedirectRefused` naming the masked Location, so neither the token nor a
 part goes somewhere the user did not configure.
@@ -32,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -44,6 +53,7 @@ from yarl import URL
 
 from ua import UA_COMPAT_VERSION, __version__
 from ua.knobs import env_float
+from ua.api.filebody import FileRange, FileRangePayload
 from ua.api.errors import (
     BadResponse,
     ConnectError,
@@ -228,7 +238,8 @@ class Transport:
     def __init__(self, config: APIConfig, *, connections: int = 16,
                  stall_timeout: float | None = None, connect_timeout: float = CONNECT_TIMEOUT,
                  min_part_rate: float | None = None,
-                 put_timeout_floor: float | None = None) -> None:
+                 put_timeout_floor: float | None = None,
+                 sendfile: bool | None = None) -> None:
         self.config = config
         self.connections = max(1, connections)
         self.stall_timeout = stall_timeout if stall_timeout is not None else env_float(
@@ -241,6 +252,13 @@ class Transport:
             self.min_part_rate = MIN_PART_RATE
         self.put_timeout_floor = put_timeout_floor if put_timeout_floor is not None else \
             env_float("UA_PUT_TIMEOUT_FLOOR", PUT_TIMEOUT_FLOOR)
+        # FileRange bodies go by sendfile(2) on plain-HTTP connections without a proxy
+        # (env UA_SENDFILE=0 turns it off: every FileRange then goes the buffered way).
+        self.sendfile = sendfile if sendfile is not None else \
+            env_float("UA_SENDFILE", 1.0) != 0
+        # How each PUT body went: "memory", "sendfile", "buffered" (FileRange read through a
+        # small reused buffer), "unsent" (failed before the body). For logs and tests.
+        self.put_paths: Counter[str] = Counter()
         self._ssl = make_ssl_context(config.ca_cert) if config.protocol.lower() == "https" \
             else None
         self._session: aiohttp.ClientSession | None = None
@@ -338,15 +356,26 @@ class Transport:
 
     # ---- data plane -------------------------------------------------------------
     async def put(self, url: str, headers: Mapping[str, str],
-                  body: bytes | bytearray | memoryview | Sequence[Buffer], *,
+                  body: bytes | bytearray | memoryview | Sequence[Buffer] | FileRange, *,
                   throttle: Throttle | None = None,
                   on_sent: Callable[[int], None] | None = None) -> int:
-        """PUT ``body`` (one buffer, or several sent back to back) to a signed storage URL,
-        streamed in pieces so progress and the throttle see every write. Returns the status.
-        Any 2xx is success, with or without a response body."""
-        buffers = [body] if isinstance(body, (bytes, bytearray, memoryview)) else list(body)
-        views = [memoryview(b).cast("B") for b in buffers]
-        size = sum(len(v) for v in views)
+        """PUT ``body`` (one buffer, several sent back to back, or a :class:`FileRange` of a
+        local file) to a signed storage URL, streamed in pieces so progress and the throttle
+        see every write. Returns the status. Any 2xx is success, with or without a response
+        body.
+
+        A :class:`FileRange` goes by ``sendfile(2)`` on a plain-HTTP connection without a
+        proxy, otherwise through one small reused buffer (see :mod:`ua.api.filebody`); a
+        file that changed or shrank fails with the permanent LocalFileChanged."""
+        rng = body if isinstance(body, FileRange) else None
+        if rng is None:
+            buffers = [body] if isinstance(body, (bytes, bytearray, memoryview)) \
+                else list(body)  # type: ignore[arg-type]
+            views = [memoryview(b).cast("B") for b in buffers]
+            size = sum(len(v) for v in views)
+        else:
+            views = []
+            size = rng.length
         hdrs = {k: v for k, v in headers.items() if k.lower() not in ("content-length",
                                                                     "content-type")}
         hdrs["Content-Length"] = str(size)
@@ -363,6 +392,7 @@ class Transport:
         hard_deadline = float("inf") if throttle is not None else t0 + total
         masked = mask_url(url)
         status: int | str = "error"
+        payload: FileRangePayload | None = None
 
         deadline = asyncio.timeout(None)
         try:
@@ -388,9 +418,21 @@ class Transport:
 
                 bump()
                 proxy, proxy_headers = self.proxy_for(url)
+                data: Any = pieces() if size else b""
+                if rng is not None:
+                    fd = rng.open()  # LocalFileChanged before any connection is used
+                    if not size:
+                        os.close(fd)
+                    else:
+                        payload = FileRangePayload(
+                            rng, fd, bump=bump, pause=lambda: deadline.reschedule(None),
+                            use_sendfile=self.sendfile and proxy is None
+                            and url[:5].lower() == "http:",
+                            throttle=throttle, on_sent=on_sent, piece=PUT_PIECE)
+                        data = payload
                 try:
                     async with self.session.put(
-                        url, data=pieces() if size else b"", headers=hdrs,
+                        url, data=data, headers=hdrs,
                         proxy=proxy, proxy_headers=proxy_headers,
                         skip_auto_headers=("Content-Type",), allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=None,
@@ -411,15 +453,24 @@ class Transport:
                 except UAError:
                     raise
                 except Exception as exc:  # noqa: BLE001
+                    if payload is not None and payload.error is not None:
+                        raise payload.error from None
                     raise map_client_exception(exc, "PUT") from exc
         except TimeoutError as exc:
+            if payload is not None and payload.error is not None:
+                raise payload.error from None
             if not deadline.expired():
                 raise map_client_exception(exc, "PUT") from exc
             if loop.time() >= hard_deadline - 0.001:
                 raise RequestTimeout(f"PUT of {size} bytes exceeded {total:.1f} s") from exc
             raise StallError(f"PUT stalled: no progress for {stall:g} s") from exc
         finally:
-            log.debug("PUT %s (%d bytes) -> %s in %.0f ms", masked, size, status,
+            how = "memory" if rng is None else "empty" if not size else \
+                (payload.path_used if payload is not None and payload.path_used else "unsent")
+            if payload is not None and not payload.started:
+                payload.close_fd()  # the body writer never ran (it owns the fd once it does)
+            self.put_paths[how] += 1
+            log.debug("PUT %s (%d bytes, %s) -> %s in %.0f ms", masked, size, how, status,
                       (loop.time() - t0) * 1000)
 
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> bytes:
