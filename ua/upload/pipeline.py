@@ -174,6 +174,8 @@ class _Pipeline:
 
     async def upload_parameters(self, project: str) -> UploadParameters:
         fut = self.params.get(project)
+        if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
+            return fut.result()
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self.params[project] = fut
@@ -385,6 +387,29 @@ class _Pipeline:
         open descriptors stay bounded by the slots however many files are queued."""
         plan = run.plan
         assert plan is not None and run.st is not None
+        if len(indices) == 1 and plan.part(indices[0])[1] <= INLINE_BYTES \
+                and not (run.compress and indices[0] == plan.num_parts and indices[0] > 1):
+            # One small part (most small files): no task group and no task of its own; a
+            # task per file is a measurable share of the CPU with thousands of small files.
+            if self.stopped():
+                raise asyncio.CancelledError
+            await self.mem_slots.acquire()
+            try:
+                i = indices[0]
+                off, n = plan.part(i)
+                if run.fd is None:
+                    self.open_local(run)
+                raw = os.pread(run.fd, n, off)
+                self.close_local(run)
+                if len(raw) != n:
+                    raise LocalFileChanged(
+                        f"{run.task.label} changed during upload: expected {n} bytes "
+                        f"at offset {off}, read {len(raw)}")
+                await self.encode_and_upload(run, i, raw, last=i == plan.num_parts)
+            finally:
+                self.close_local(run)
+                self.mem_slots.release()
+            return
         try:
             async with asyncio.TaskGroup() as tg:
                 for pos, i in enumerate(indices):
