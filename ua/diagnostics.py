@@ -227,7 +227,8 @@ def selftest_mode(opts: Options) -> int:
                                              "NO_PROXY") if os.environ.get(k)]
     if proxies:
         for k, v in proxies:
-            c.info("proxy", f"{k}={mask_proxy(v)} (not used by ua: connections go direct)")
+            c.info("proxy", f"{k}={mask_proxy(v)} (used for API calls and uploads, except "
+                            "hosts matched by NO_PROXY)")
     else:
         c.info("proxy", "no proxy set in environment")
     u = platform.uname()
