@@ -13,6 +13,7 @@ from another process; ``busy_timeout`` lets both wait for each other briefly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -76,6 +77,11 @@ CREATE TABLE IF NOT EXISTS transfers (
 """
 
 
+# Tables whose rows the server memoises per request burst (see Store.authz_cache).
+AUTHZ_TABLES = ("tokens", "members", "projects", "users")
+AUTHZ_CACHE_MAX = 100_000
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -108,6 +114,18 @@ class Store:
                         c.execute("INSERT OR REPLACE INTO props(file_id, key, value) VALUES(?,?,?)",
                                   (r["id"], k, v))
                 c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('props_indexed', '1')")
+        # Memo of authorisation rows (tokens, members, projects, users), see authz_cache().
+        # Writes through this connection empty it from a temporary (connection-local)
+        # trigger; commits by any other connection (the admin CLI in another process) are
+        # seen through PRAGMA data_version before the memo is trusted in a new loop turn.
+        self._authz: dict = {}
+        self._authz_dv: int | None = None
+        self._authz_fresh = False
+        self.conn.create_function("ua_authz_changed", 0, self._authz_changed)
+        for t in AUTHZ_TABLES:
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                self.conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS ua_authz_{t}_{op.lower()} "
+                                  f"AFTER {op} ON main.{t} BEGIN SELECT ua_authz_changed(); END")
 
     def close(self) -> None:
         self.conn.close()
@@ -120,9 +138,41 @@ class Store:
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
+            self._authz.clear()  # rows read inside the transaction may have been rolled back
             raise
         else:
             self.conn.execute("COMMIT")
+
+    # --- memo of authorisation rows --------------------------------------------------------
+    def _authz_changed(self) -> None:
+        self._authz.clear()
+
+    def _authz_stale(self) -> None:
+        self._authz_fresh = False
+
+    def authz_cache(self) -> dict | None:
+        """A dict for memoising rows of AUTHZ_TABLES, or None (then query the database).
+
+        Only inside the server's event loop. The first use in a loop turn compares PRAGMA
+        data_version with the last one seen and empties the memo if another connection
+        committed anything since (so a token revoked or a member removed by the admin CLI
+        takes effect on the next request); within that turn no other code of this process
+        runs, and this connection's own writes to those tables empty it through the temp
+        triggers. Service methods never await, so one request sees one consistent state.
+        """
+        if self._authz_fresh:
+            return self._authz
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        dv = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if dv != self._authz_dv or len(self._authz) > AUTHZ_CACHE_MAX:
+            self._authz.clear()
+            self._authz_dv = dv
+        self._authz_fresh = True
+        loop.call_soon(self._authz_stale)
+        return self._authz
 
     def q(self, sql: str, args=()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, args).fetchall()
