@@ -5,8 +5,10 @@ run on, ~4 s of system CPU per 2 GiB). With O_DIRECT the data is copied once int
 page-aligned buffer and DMA'd from there; the unaligned tail is written after clearing
 O_DIRECT. File systems without O_DIRECT support (tmpfs) fall back to buffered ``writev``.
 
-``consume`` and ``finish`` run in a worker thread (hashlib and the syscalls release the GIL);
-calls for one writer are strictly sequential.
+``consume``, ``finish`` and ``finish_install`` run in a worker thread (hashlib and the syscalls
+release the GIL); calls for one writer are strictly sequential. ``finish_install`` does the
+whole tail of a PUT in one worker call: last bytes, MD5, fsync, rename into place and fsync of
+the directory, so a small part costs a single executor round trip.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import mmap
 import os
+import secrets
 import threading
 from pathlib import Path
+from typing import Callable
 
 ALIGN = 4096
 BUF_SIZE = 4 * 1024 * 1024  # multiple of ALIGN
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+# Temp names ``<index>.tmp.<random per process><counter>``: unique without a random read per PUT.
+_TMP_PREFIX = secrets.token_hex(4)
+_tmp_counter = itertools.count()
 
 _pool: list[mmap.mmap] = []
 _pool_lock = threading.Lock()
@@ -43,23 +52,48 @@ def _put_buf(buf: mmap.mmap) -> None:
     buf.close()
 
 
+def temp_name(index: int) -> str:
+    return f"{index}.tmp.{_TMP_PREFIX}{next(_tmp_counter)}"
+
+
+def fsync_dir(path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class PartWriter:
-    def __init__(self, path: Path):
-        self.path = path
+    """Writes one part to ``directory/<temp name>``; the directory is created on first use."""
+
+    def __init__(self, directory: Path, index: int):
+        self.dir = directory
+        self.path = directory / temp_name(index)
         self.md5 = hashlib.md5()
         self.size = 0
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         self.direct = False
         self.fd = -1
+        try:
+            self._open()
+        except FileNotFoundError:  # the file's first part: make its directory
+            try:
+                os.mkdir(directory)
+            except FileExistsError:
+                pass
+            self._open()
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         if _O_DIRECT:
             try:
-                self.fd = os.open(path, flags | _O_DIRECT, 0o600)
+                self.fd = os.open(self.path, flags | _O_DIRECT, 0o600)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
         if self.fd < 0:
-            self.fd = os.open(path, flags, 0o600)
+            self.fd = os.open(self.path, flags, 0o600)
         self.buf = _get_buf() if self.direct else None
         self.view = memoryview(self.buf) if self.buf is not None else None
         self.fill = 0
@@ -131,6 +165,33 @@ class PartWriter:
         finally:
             self.close()
         return self.md5.hexdigest()
+
+    def finish_install(self, chunks: list, md5: str | None,
+                       rename: Callable[[Path], int] | None) -> tuple[str, int | None, Exception | None]:
+        """consume(chunks), finish(), then — unless the MD5 differs from ``md5`` or ``rename``
+        is None — ``seq = rename(temp path)`` (it moves the file into place) and fsync of the
+        directory. Returns (hex MD5, seq or None if nothing was renamed, the error of the
+        directory fsync or None); the temp file never outlives a call that raises."""
+        try:
+            if chunks:
+                self.consume(chunks)
+            digest = self.finish()
+        except BaseException:
+            self.abort()
+            raise
+        if (md5 and digest != md5) or rename is None:
+            self.path.unlink(missing_ok=True)
+            return digest, None, None
+        try:
+            seq = rename(self.path)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        try:
+            fsync_dir(self.dir)
+        except OSError as exc:
+            return digest, seq, exc
+        return digest, seq, None
 
     def close(self) -> None:
         if self.fd >= 0:
