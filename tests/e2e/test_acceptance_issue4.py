@@ -345,7 +345,7 @@ def test_verbose_logs_every_api_call_with_status_duration_and_retries_masked(mak
     out = p.stdout + p.stderr
     seen = sorted((r["method"], r["route"], r["status"]) for r in srv.requests())
     logged = []
-    for m in re.finditer(r"DEBUG ua\.api: (POST|PUT) (\S+)(?: \(\d+ bytes\))? -> (\d{3}) in \d+ ms", out):
+    for m in re.finditer(r"DEBUG ua\.api: (POST|PUT) (\S+)(?: \(\d+ bytes(?:, \w+)?\))? -> (\d{3}) in \d+ ms", out):
         method, target, status = m.group(1), m.group(2), int(m.group(3))
         route = "PUT /upload" if method == "PUT" else target
         logged.append((method, route, status))

@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 from isal import isal_zlib
 
 from ua.api.client import DXClient
+from ua.api.filebody import FileRange, range_md5
 from ua.knobs import env_float
 from ua.api.errors import (
     FileTooLarge,
@@ -102,6 +103,24 @@ DESCRIBE_BATCH = 100  # files per /system/describeDataObjects
 class _PartRecord:
     size: int
     md5: str
+
+
+@dataclass
+class _RangePart:
+    """A part sent exactly as it is on disk, straight from the file: ``chunks`` is a
+    :class:`FileRange` (sendfile on plain HTTP, a small reused buffer otherwise), so the part
+    never sits in memory; its MD5 was computed from the same range just before."""
+
+    chunks: FileRange
+    md5_hex: str
+
+    @property
+    def size(self) -> int:
+        return self.chunks.length
+
+    @property
+    def raw_len(self) -> int:
+        return self.chunks.length
 
 
 @dataclass
@@ -416,6 +435,19 @@ class _Pipeline:
                     if self.stopped():
                         raise asyncio.CancelledError
                     await self.mem_slots.acquire()
+                    off, n = plan.part(i)
+                    if not run.compress and n > INLINE_BYTES:
+                        # As-is part: nothing is read here; its task hashes and sends the
+                        # range straight from the file (the slot bounds parts in flight).
+                        try:
+                            rng = FileRange.of(run.task.local_path or run.task.label, off, n,
+                                               run.st)
+                            t = tg.create_task(self.hash_and_upload(run, i, rng))
+                        except BaseException:
+                            self.mem_slots.release()
+                            raise
+                        t.add_done_callback(lambda _t: self.mem_slots.release())
+                        continue
                     try:
                         if run.fd is None:
                             self.open_local(run)
@@ -471,6 +503,13 @@ class _Pipeline:
         t = tg.create_task(self.encode_and_upload(run, index, raw, last=last))
         t.add_done_callback(lambda _t: self.mem_slots.release())
 
+    async def hash_and_upload(self, run: _FileRun, index: int, rng: FileRange) -> None:
+        """An as-is part: MD5 of the range in the CPU pool (parts hash in parallel), then
+        the range itself is sent. The file's identity (inode, size, mtime) is checked when
+        hashing and again when sending; the server checks the MD5."""
+        md5 = await self._run(self.cpu_pool, range_md5, rng)
+        await self.send_unless_complete(run, index, _RangePart(rng, md5))
+
     async def encode_and_upload(self, run: _FileRun, index: int, raw: bytes, *,
                                 last: bool) -> None:
         enc = run.encoder
@@ -485,6 +524,11 @@ class _Pipeline:
         if last and run.compress:
             crc, total = await run.crc.total(index)
             enc.finish(part, crc, total)
+        await self.send_unless_complete(run, index, part)
+
+    async def send_unless_complete(self, run: _FileRun, index: int,
+                                   part: EncodedPart | _RangePart) -> None:
+        """PUT the part, unless an earlier run left exactly these bytes on the server."""
         known = run.skipped.get(index)
         if known is not None:
             if known.size == part.size and known.md5.lower() == part.md5_hex:
@@ -497,7 +541,8 @@ class _Pipeline:
                               "local data (size or MD5); uploading it again")
         await self.put_with_retries(run, index, part)
 
-    async def put_with_retries(self, run: _FileRun, index: int, part: EncodedPart) -> None:
+    async def put_with_retries(self, run: _FileRun, index: int,
+                               part: EncodedPart | _RangePart) -> None:
         task, res = run.task, run.result
         md5 = part.md5_hex
         size = part.size
