@@ -140,6 +140,7 @@ class _FileRun:
     params: UploadParameters | None = None
     fd: int | None = None
     stream: BinaryIO | None = None
+    whole: bytes | None = None  # a small file's content, read with its stat in one call
 
 
 class _Pipeline:
@@ -312,15 +313,15 @@ class _Pipeline:
         path = task.local_path or task.label
         async with self.prepare_slots:
             try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    st = os.fstat(fd)
-                    head = os.pread(fd, SNIFF_BYTES, 0) if st.st_size else b""
-                finally:
-                    os.close(fd)
+                # One thread hop for every blocking call of a file's preparation: a cold
+                # file (not in the page cache) must not stall the event loop on the disk.
+                st, head, real = await self._run(self.read_pool, _probe, path, INLINE_BYTES)
             except OSError as exc:
                 raise UploadError(f"Cannot read {task.label}: {exc.strerror}") from None
             run.st = st
+            if len(head) == st.st_size:
+                run.whole = head  # a small file, read whole: its one part needs no read
+            head = head[:SNIFF_BYTES]
             sniffed = sniff_compressed(head)
             compress = s.compress and st.st_size > 0 and sniffed is None
             run.compress = compress
@@ -330,8 +331,7 @@ class _Pipeline:
             run.plan = plan
             run.encoder = PartEncoder(compress=compress, level=s.compress_level,
                                       min_part_size=params.minimum_part_size)
-            sig = FileSignature(st.st_size, int(st.st_mtime), compress, plan.part_size,
-                                os.path.realpath(path))
+            sig = FileSignature(st.st_size, int(st.st_mtime), compress, plan.part_size, real)
             remote_name = task.name + ".gz" if compress else task.name
             res.remote_name = remote_name
             decision = resume_mod.ResumeDecision("new")
@@ -416,10 +416,13 @@ class _Pipeline:
             try:
                 i = indices[0]
                 off, n = plan.part(i)
-                if run.fd is None:
-                    self.open_local(run)
-                raw = os.pread(run.fd, n, off)
-                self.close_local(run)
+                if run.whole is not None and off == 0 and n == len(run.whole):
+                    raw, run.whole = run.whole, None
+                else:
+                    if run.fd is None:
+                        self.open_local(run)
+                    raw = await self._run(self.read_pool, os.pread, run.fd, n, off)
+                    self.close_local(run)
                 if len(raw) != n:
                     raise LocalFileChanged(
                         f"{run.task.label} changed during upload: expected {n} bytes "
@@ -797,6 +800,19 @@ async def _in_daemon_thread(fn, *args):
 
     threading.Thread(target=runner, daemon=True, name="ua-stdin").start()
     return await fut
+
+
+def _probe(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str]:
+    """stat, the first bytes (all of them for a file of at most ``whole_limit`` bytes) and
+    the canonical path, from one descriptor: what preparing a file needs from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        want = st.st_size if st.st_size <= whole_limit else SNIFF_BYTES
+        head = os.pread(fd, want, 0) if want else b""
+    finally:
+        os.close(fd)
+    return st, head, os.path.realpath(path)
 
 
 def _crc_range(fd: int, off: int, length: int) -> int:
