@@ -350,6 +350,17 @@ async def test_changed_before_put_is_permanent(ua_server, tmp_path):
     assert not any(r["route"] == "PUT /upload" for r in log)  # no byte was ever sent
 
 
+async def test_not_a_regular_file_is_refused(ua_server, tmp_path):
+    fifo, folder = tmp_path / "fifo", tmp_path / "dir"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    async with srv_client(ua_server) as api:
+        for p in (fifo, folder):
+            with pytest.raises(LocalFileChanged, match="not a regular file"):
+                await api.put_part(f"{ua_server.url}/nowhere", {}, FileRange(p, 0, 10))
+        assert api.transport.put_paths["unsent"] == 2
+
+
 @pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "buffered"])
 async def test_file_shrinking_mid_put_fails_and_sends_nothing_short(ua_server, tmp_path,
                                                                     sendfile):

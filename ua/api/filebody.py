@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -105,7 +106,9 @@ class FileRange:
     def open(self) -> int:
         """A private read-only descriptor, checked against ``expect`` and the range."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)) \
+            # O_NONBLOCK: a FIFO must not block the event loop in open() (it is refused
+            # below); reads of regular files ignore the flag.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)) \
                 if self.path is not None else os.dup(self.fd)  # type: ignore[arg-type]
         except OSError as exc:
             raise LocalFileChanged(f"Cannot open {self.label}: {exc.strerror}") from None
@@ -120,9 +123,13 @@ class FileRange:
         """The identity of ``fd`` now; :class:`LocalFileChanged` if it differs from
         ``expect`` or ``then``, or the file is too short for the range."""
         try:
-            now = file_identity(os.fstat(fd))
+            st = os.fstat(fd)
         except OSError as exc:
             raise LocalFileChanged(f"Cannot stat {self.label}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalFileChanged(f"{self.label} is not a regular file; a FileRange cannot "
+                                   "send it")
+        now = file_identity(st)
         for want in (self.expect, then):
             if want is not None and now != want:
                 what = "another file" if now[:2] != want[:2] else \
@@ -378,6 +385,9 @@ class FileRangePayload(aiohttp_payload.Payload):
             except LocalFileChanged:
                 raise rng.changed(f"only {off - rng.offset} of {rng.length} bytes could be "
                                   "read") from None
+            except OSError as exc:  # EIO and the like: local, and not a network condition
+                raise LocalFileChanged(f"Cannot read {rng.label} at offset {off}: "
+                                       f"{exc.strerror or exc}") from None
             for p in range(0, n, piece):
                 chunk = data[p:p + piece]
                 await self._throttled(len(chunk))
