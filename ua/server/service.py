@@ -350,11 +350,13 @@ class Service:
         return row, lvl
 
     def _file(self, caller: Caller, file_id: str, need: int = VIEW, project_hint: Any = None,
-              *, strict_project: bool = False):
-        """The file row and the caller's level on its project."""
+              *, strict_project: bool = False, row: Any = False):
+        """The file row and the caller's level on its project. ``row``: the file's row (or
+        None if there is none) when the caller already read it."""
         if project_hint is not None and not isinstance(project_hint, str):
             raise E.InvalidInput("Expected project to be a string")
-        row = self.store.q1("SELECT * FROM files WHERE id=?", (file_id,))
+        if row is False:
+            row = self.store.q1("SELECT * FROM files WHERE id=?", (file_id,))
         lvl = self.level(caller, row["project_id"]) if row else NONE
         if row is None or lvl == NONE:
             raise E.ResourceNotFound(f"The entity {file_id} could not be found")
@@ -786,6 +788,7 @@ class Service:
                 raise E.InvalidInput("Invalid starting value")
             start_key = (starting["project"], starting["id"])
         results, nxt = [], None
+        described: list = []  # file rows of results, when describing
         for pid in projects:
             if start_key and pid < start_key[0]:
                 continue
@@ -804,9 +807,12 @@ class Service:
             if isinstance(inp.get("name"), str):
                 sql += " AND name=?"
                 args.append(inp["name"])
+            props_exact = False  # the SQL below already expresses the whole properties query
             if isinstance(props, dict) and not any(k.startswith("$") for k in props):
+                props_exact = all(v is True or isinstance(v, str) for v in props.values())
                 # drive the query from the props index (the unary + keeps SQLite from
                 # scanning the project's files instead); _props_match re-checks below
+                # unless these conditions are the whole query
                 sql = sql.replace("WHERE project_id=?", "WHERE +project_id=?", 1)
                 for k, v in props.items():
                     if isinstance(v, str):
@@ -819,35 +825,50 @@ class Service:
                 sql += " AND id>=?"
                 args.append(start_key[1])
             sql += " ORDER BY id"
-            for r in self.store.q(sql, args):
-                if visibility == "visible" and r["hidden"]:
-                    continue
-                if visibility == "hidden" and not r["hidden"]:
-                    continue
-                if match and not match(r["name"]):
-                    continue
-                if ids is not None and r["id"] not in (ids if isinstance(ids, list) else [ids]):
-                    continue
-                if props is not None and not _props_match(json.loads(r["properties"]), props):
-                    continue
-                if tags is not None and not _tags_match(json.loads(r["tags"]), tags):
-                    continue
-                if types is not None and not _tags_match(json.loads(r["types"]), types):
-                    continue
-                if inp.get("modified") is not None and not _time_match(r["modified"], inp["modified"]):
-                    continue
-                if inp.get("created") is not None and not _time_match(r["created"], inp["created"]):
-                    continue
-                if len(results) >= limit:
-                    nxt = {"project": pid, "id": r["id"]}
-                    break
-                item = {"project": pid, "id": r["id"]}
-                if describe:
-                    item["describe"] = self._file_desc(r, describe if isinstance(describe, dict) else {})
-                results.append(item)
+            cur = self.store.conn.execute(sql, args)  # rows are read only up to the limit
+            try:
+                for r in cur:
+                    if self._find_keep(r, inp, visibility, match, ids, None if props_exact
+                                       else props, tags, types):
+                        if len(results) >= limit:
+                            nxt = {"project": pid, "id": r["id"]}
+                            break
+                        results.append({"project": pid, "id": r["id"]})
+                        if describe:
+                            described.append(r)
+            finally:
+                cur.close()
             if nxt:
                 break
+        if describe:
+            opts = describe if isinstance(describe, dict) else {}
+            parts = self._parts_many([r["id"] for r in described
+                                      if self._desc_needs_parts(r, opts)])
+            for item, r in zip(results, described):
+                item["describe"] = self._file_desc(r, opts, parts.get(r["id"]))
         return {"results": results, "next": nxt}
+
+    @staticmethod
+    def _find_keep(r, inp, visibility, match, ids, props, tags, types) -> bool:
+        if visibility == "visible" and r["hidden"]:
+            return False
+        if visibility == "hidden" and not r["hidden"]:
+            return False
+        if match and not match(r["name"]):
+            return False
+        if ids is not None and r["id"] not in (ids if isinstance(ids, list) else [ids]):
+            return False
+        if props is not None and not _props_match(json.loads(r["properties"]), props):
+            return False
+        if tags is not None and not _tags_match(json.loads(r["tags"]), tags):
+            return False
+        if types is not None and not _tags_match(json.loads(r["types"]), types):
+            return False
+        if inp.get("modified") is not None and not _time_match(r["modified"], inp["modified"]):
+            return False
+        if inp.get("created") is not None and not _time_match(r["created"], inp["created"]):
+            return False
+        return True
 
     def resolve_data_objects(self, caller: Caller, inp: dict) -> dict:
         objects = _get(inp, "objects", list, required=True)
@@ -873,7 +894,7 @@ class Service:
 
     def describe_data_objects(self, caller: Caller, inp: dict) -> dict:
         objects = _get(inp, "objects", list, required=True)
-        results = []
+        wanted = []
         for o in objects:
             if isinstance(o, str):
                 oid, opts = o, {}
@@ -883,8 +904,22 @@ class Service:
                     opts["project"] = o["project"]
             else:
                 raise E.InvalidInput("Each object must be an ID or {id, project?, describe?}")
+            wanted.append((oid, opts))
+        # the same answers as describe_file() per object, from a few queries for all of them
+        rows: dict[str, Any] = {}
+        uniq = list(dict.fromkeys(oid for oid, _ in wanted))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.store.q(f"SELECT * FROM files WHERE id IN ({marks})", chunk):
+                rows[r["id"]] = r
+        parts = self._parts_many([oid for oid, opts in wanted
+                                  if oid in rows and self._desc_needs_parts(rows[oid], opts)])
+        results = []
+        for oid, opts in wanted:
             try:
-                results.append({"describe": self.describe_file(caller, oid, opts)})
+                row, _ = self._file(caller, oid, VIEW, opts.get("project"), row=rows.get(oid))
+                results.append({"describe": self._file_desc(row, opts, parts.get(oid))})
             except E.APIError as exc:
                 results.append({"error": exc.body()["error"]})
         return {"results": results}
@@ -896,15 +931,51 @@ class Service:
         return [PartRow(r["idx"], r["state"], r["size"], r["md5"]) for r in self.store.q(
             "SELECT idx, state, size, md5 FROM parts WHERE file_id=? ORDER BY idx", (file_id,))]
 
-    def _file_desc(self, r, inp: dict) -> dict:
+    def _parts_many(self, file_ids: list[str]) -> dict[str, list[PartRow]]:
+        """The parts of many files in a few queries (instead of one query per file)."""
+        uniq = list(dict.fromkeys(file_ids))
+        out: dict[str, list[PartRow]] = {fid: [] for fid in uniq}
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.store.conn.execute(
+                    f"SELECT file_id, idx, state, size, md5 FROM parts WHERE file_id IN ({marks})"
+                    " ORDER BY file_id, idx", chunk):
+                out[r[0]].append(PartRow(r[1], r[2], r[3], r[4]))
+        return out
+
+    @staticmethod
+    def _desc_needs_parts(r, inp: dict) -> bool:
+        """Whether _file_desc(r, inp) reads the parts (open files: size and parts)."""
+        fields = inp.get("fields")
+        if isinstance(fields, dict) and fields:
+            if not inp.get("defaultFields"):
+                return bool(fields.get("parts")) or (r["state"] == "open"
+                                                     and bool(fields.get("size")))
+            return r["state"] == "open" or bool(fields.get("parts"))
+        return r["state"] == "open" or inp.get("parts") is True
+
+    def _file_desc(self, r, inp: dict, parts_rows: list[PartRow] | None = None) -> dict:
+        """``parts_rows``: the file's parts if already fetched (see _parts_many)."""
         parts_cache: list = []
 
         def parts():
             if not parts_cache:
+                rows = parts_rows if parts_rows is not None else self._parts(r["id"])
                 parts_cache.append({str(p.index): {"state": p.state, "size": p.size, "md5": p.md5}
-                                    for p in self._parts(r["id"])})
+                                    for p in rows})
             return parts_cache[0]
 
+        fields = inp.get("fields")
+        if isinstance(fields, dict) and fields and not inp.get("defaultFields"):
+            # only the requested fields are computed (same answer as _select_fields below)
+            out = {"id": r["id"]}
+            for k, want in fields.items():
+                if want:
+                    get = _FILE_FIELDS.get(k)
+                    if get is not None:
+                        out[k] = get(r, parts)
+            return out
         size = r["size"]
         if r["state"] == "open":
             size = sum(p["size"] or 0 for p in parts().values() if p["state"] == "complete")
@@ -921,7 +992,6 @@ class Service:
             "properties": lambda: json.loads(r["properties"]),
             "details": lambda: json.loads(r["details"]),
         }
-        fields = inp.get("fields")
         if isinstance(fields, dict) and fields:
             base = dict(full) if inp.get("defaultFields") else {"id": r["id"]}
             return _select_fields(base, fields, full, extra)
@@ -1420,3 +1490,35 @@ def _select_fields(out: dict, fields: dict, full: dict, extra: dict) -> dict:
         elif want and k in extra:
             out[k] = extra[k]()
     return out
+
+
+def _open_size(r, parts) -> int:
+    if r["state"] != "open":
+        return r["size"]
+    return sum(p["size"] or 0 for p in parts().values() if p["state"] == "complete")
+
+
+# Service._file_desc with ``fields``: field -> value from (file row, parts()); the same keys
+# and values as its ``full`` and ``extra`` mappings.
+_FILE_FIELDS: dict[str, Callable] = {
+    "id": lambda r, parts: r["id"],
+    "project": lambda r, parts: r["project_id"],
+    "class": lambda r, parts: "file",
+    "name": lambda r, parts: r["name"],
+    "folder": lambda r, parts: r["folder"],
+    "state": lambda r, parts: r["state"],
+    "hidden": lambda r, parts: bool(r["hidden"]),
+    "types": lambda r, parts: json.loads(r["types"]),
+    "tags": lambda r, parts: json.loads(r["tags"]),
+    "links": lambda r, parts: [],
+    "created": lambda r, parts: r["created"],
+    "modified": lambda r, parts: r["modified"],
+    "createdBy": lambda r, parts: {"user": r["created_by"]},
+    "sponsored": lambda r, parts: False,
+    "media": lambda r, parts: r["media"],
+    "archivalState": lambda r, parts: "live",
+    "size": _open_size,
+    "parts": lambda r, parts: parts(),
+    "properties": lambda r, parts: json.loads(r["properties"]),
+    "details": lambda r, parts: json.loads(r["details"]),
+}
