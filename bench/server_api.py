@@ -24,6 +24,7 @@ property key, so the lookups show whether they scale with the whole database.
     python bench/server_api.py                       # 1,000 files, concurrency 8
     python bench/server_api.py --files 2000 --repeat 3 --json
     python bench/server_api.py --profile /tmp/prof   # py-spy raw profile of the server
+    UA_BENCH_SERVER_PYFLAGS="-m cProfile -o /tmp/s.prof" python bench/server_api.py --only file
 
 Large parts (CPU s/GB of the PUT data path): ``bench/server_ingest.py``.
 """
@@ -269,13 +270,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     ap.add_argument("--only", default="", help="comma-separated kinds to measure and run "
                     "(the four steps always run, the lookups only if listed); default all")
-    ap.add_argument("--uvloop", choices=["auto", "on", "off"], default="auto",
-                    help="on/off: force the server's event loop (UA_SERVER_UVLOOP=1/0)")
     a = ap.parse_args()
     a.only = [k for k in a.only.split(",") if k]
 
-    if a.uvloop != "auto":
-        os.environ["UA_SERVER_UVLOOP"] = "1" if a.uvloop == "on" else "0"
     srv = Server(a.data_dir)
     spy = None
     try:
