@@ -200,12 +200,16 @@ def refuse_redirect(method: str, what: str, status: int, location: str | None) -
                            f"{status}) to {where}; refusing to follow it", status=status)
 
 
+def max_response_bytes() -> int:
+    return int(env_float("UA_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES))
+
+
 async def read_bounded(resp: aiohttp.ClientResponse, what: str,
                        limit: int | None = None) -> bytes:
     """The response body, or :class:`ResponseTooLarge` as soon as it passes ``limit`` bytes
     (checked against Content-Length first, then while streaming)."""
     if limit is None:
-        limit = int(env_float("UA_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES))
+        limit = max_response_bytes()
 
     def too_large(n: str) -> ResponseTooLarge:
         return ResponseTooLarge(f"the response to {what} is {n} than {limit} bytes; refusing "
@@ -213,6 +217,8 @@ async def read_bounded(resp: aiohttp.ClientResponse, what: str,
 
     if resp.content_length is not None and resp.content_length > limit:
         raise too_large("larger")
+    if resp.content_length is not None:  # announced and within the limit: one read
+        return await resp.read()
     buf = bytearray()
     async for chunk in resp.content.iter_any():
         buf += chunk
@@ -262,8 +268,15 @@ class Transport:
         self._ssl = make_ssl_context(config.ca_cert) if config.protocol.lower() == "https" \
             else None
         self._session: aiohttp.ClientSession | None = None
-        # (scheme, host, port) -> (proxy URL, proxy headers); see proxy_for().
-        self._proxies: dict[tuple[str, str, int | None], tuple[URL | None, dict | None]] = {}
+        # scheme://netloc -> (proxy URL, proxy headers); see proxy_for().
+        self._proxies: dict[str, tuple[URL | None, dict | None]] = {}
+        # Read once: per-request environment lookups and timeout objects add up with
+        # thousands of small files.
+        self.max_response = max_response_bytes()
+        self._api_timeouts = {
+            t: aiohttp.ClientTimeout(total=t, sock_connect=self.connect_timeout)
+            for t in (API_TIMEOUT, URL_ROUTE_TIMEOUT)}
+        self._put_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
         self._api_headers = {
             "DNAnexus-API": "1.0.0",
             "Content-Type": "application/json",
@@ -284,6 +297,7 @@ class Transport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
                 auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies
                 # Proxies come from proxy_for(): aiohttp's trust_env would re-read the
                 # environment and ~/.netrc in two worker-thread hops on *every* request
                 # (a third of the client's CPU with many small files).
@@ -295,12 +309,12 @@ class Transport:
         """HTTP(S)_PROXY / NO_PROXY as dxpy and the UA honour them, looked up once per
         scheme+host+port (the environment does not change during a run). Credentials in the
         proxy URL travel as a Proxy-Authorization header, never in a log line."""
-        u = URL(url)
-        key = (u.scheme, u.host or "", u.port)
+        scheme, sep, rest = url.partition("://")
+        key = scheme + sep + rest.split("/", 1)[0].split("?", 1)[0]
         hit = self._proxies.get(key)
         if hit is None:
             try:
-                proxy, auth = get_env_proxy_for_url(u)
+                proxy, auth = get_env_proxy_for_url(URL(url))
             except LookupError:
                 hit = (None, None)
             else:
@@ -328,13 +342,14 @@ class Transport:
             async with self.session.post(
                 url, data=data, headers=self._api_headers, allow_redirects=False,
                 proxy=proxy, proxy_headers=proxy_headers,
-                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self.connect_timeout),
+                timeout=self._api_timeouts.get(timeout) or aiohttp.ClientTimeout(
+                    total=timeout, sock_connect=self.connect_timeout),
             ) as resp:
                 status = resp.status
                 if 300 <= resp.status < 400:
                     raise refuse_redirect("POST", route, resp.status,
                                           resp.headers.get("Location"))
-                raw = await read_bounded(resp, f"POST {route}")
+                raw = await read_bounded(resp, f"POST {route}", self.max_response)
                 ctype = resp.headers.get("Content-Type", "")
                 if not 200 <= resp.status < 300:
                     raise error_from_response("POST", route, resp.status, ctype, raw,
@@ -390,7 +405,6 @@ class Transport:
         # With a throttle, waiting for tokens can legitimately take longer than any fixed
         # total; the stall window (which excludes token waits) still catches dead sockets.
         hard_deadline = float("inf") if throttle is not None else t0 + total
-        masked = mask_url(url)
         status: int | str = "error"
         payload: FileRangePayload | None = None
 
@@ -419,6 +433,10 @@ class Transport:
                 bump()
                 proxy, proxy_headers = self.proxy_for(url)
                 data: Any = pieces() if size else b""
+                one_piece = rng is None and throttle is None and len(views) == 1 \
+                    and 0 < size <= PUT_PIECE
+                if one_piece:  # aiohttp writes it at once; progress is counted after
+                    data = views[0]
                 if rng is not None:
                     fd = rng.open()  # LocalFileChanged before any connection is used
                     if not size:
@@ -435,15 +453,16 @@ class Transport:
                         url, data=data, headers=hdrs,
                         proxy=proxy, proxy_headers=proxy_headers,
                         skip_auto_headers=("Content-Type",), allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(total=None,
-                                                      sock_connect=self.connect_timeout),
+                        timeout=self._put_timeout,
                     ) as resp:
                         bump()
+                        if one_piece and on_sent is not None:
+                            on_sent(size)  # the one-piece body went out before the answer
                         status = resp.status
                         if 300 <= resp.status < 400:
-                            raise refuse_redirect("PUT", masked, resp.status,
+                            raise refuse_redirect("PUT", mask_url(url), resp.status,
                                                   resp.headers.get("Location"))
-                        raw = await read_bounded(resp, "PUT")
+                        raw = await read_bounded(resp, "PUT", self.max_response)
                         if not 200 <= resp.status < 300:
                             raise error_from_response(
                                 "PUT", "PUT /upload", resp.status,
@@ -470,8 +489,9 @@ class Transport:
             if payload is not None and not payload.started:
                 payload.close_fd()  # the body writer never ran (it owns the fd once it does)
             self.put_paths[how] += 1
-            log.debug("PUT %s (%d bytes, %s) -> %s in %.0f ms", masked, size, how, status,
-                      (loop.time() - t0) * 1000)
+            if log.isEnabledFor(logging.DEBUG):  # masking costs more than the rest of a log
+                log.debug("PUT %s (%d bytes, %s) -> %s in %.0f ms", mask_url(url), size, how,
+                          status, (loop.time() - t0) * 1000)
 
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> bytes:
         """GET a (download) URL; used by verification tools and tests."""
