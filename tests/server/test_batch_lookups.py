@@ -120,3 +120,47 @@ def test_find_by_property_key_and_value_pages_in_id_order(make_server):
     assert st == 404
     st, res = call(h, "/system/findDataObjects", {"properties": {KEY: 5}, "scope": scope})
     assert st == 422 and res["error"]["type"] == "InvalidInput"
+
+
+def test_data_dir_from_before_props_project_id_is_migrated(make_server):
+    """A data dir whose props table has no project_id column (and the old (key, value)
+    index) is migrated on start; property lookups then find exactly the same files."""
+    import sqlite3
+
+    h = make_server()
+    other = h.new_project("migr-other")
+    mine = sorted(new_file(h, name=f"m{i}", properties={KEY: f"s{i % 2}"}) for i in range(6))
+    theirs = new_file(h, project=other, name="t", properties={KEY: "s1"})
+    h.stop()
+    db = sqlite3.connect(h.data_dir / "meta.db")
+    db.executescript("DROP INDEX props_pkvf;"
+                     "ALTER TABLE props DROP COLUMN project_id;"
+                     "CREATE INDEX props_kv ON props(key, value);")
+    db.close()
+    h.restart()
+    scope = {"project": h.project_id}
+    got = ok(h, "/system/findDataObjects", {"properties": {KEY: True}, "scope": scope})
+    assert [r["id"] for r in got["results"]] == mine
+    got = ok(h, "/system/findDataObjects", {"properties": {KEY: "s1"}})
+    assert {r["id"] for r in got["results"]} == set(mine[i] for i in range(6)
+                                                    if ok(h, f"/{mine[i]}/describe",
+                                                          {"properties": True})["properties"][KEY] == "s1") | {theirs}
+    db = sqlite3.connect(h.data_dir / "meta.db")
+    assert db.execute("SELECT COUNT(*) FROM props WHERE project_id IS NULL").fetchone()[0] == 0
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    db.close()
+    assert "props_pkvf" in names and "props_kv" not in names
+
+
+def test_find_follows_set_properties(ua_server):
+    h = ua_server
+    fid = new_file(h, name="props-later", properties={"a": "1"})
+    scope = {"project": h.project_id}
+
+    def found(props):
+        res = ok(h, "/system/findDataObjects", {"properties": props, "scope": scope})
+        return fid in [r["id"] for r in res["results"]]
+
+    assert found({"a": "1"}) and not found({"b": True})
+    ok(h, f"/{fid}/setProperties", {"properties": {"a": None, "b": "2"}})
+    assert found({"b": "2"}) and found({"b": True}) and not found({"a": True})

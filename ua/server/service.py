@@ -814,13 +814,20 @@ class Service:
                 # scanning the project's files instead); _props_match re-checks below
                 # unless these conditions are the whole query
                 sql = sql.replace("WHERE project_id=?", "WHERE +project_id=?", 1)
+                after = " AND file_id>=?" if start_key and pid == start_key[0] else ""
                 for k, v in props.items():
                     if isinstance(v, str):
-                        sql += " AND id IN (SELECT file_id FROM props WHERE key=? AND value=?)"
-                        args += [k, v]
+                        sql += (" AND id IN (SELECT file_id FROM props WHERE project_id=?"
+                                f" AND key=? AND value=?{after})")
+                        args += [pid, k, v]
                     elif v is True:
-                        sql += " AND id IN (SELECT file_id FROM props WHERE key=?)"
-                        args.append(k)
+                        sql += (" AND id IN (SELECT file_id FROM props WHERE project_id=?"
+                                f" AND key=?{after})")
+                        args += [pid, k]
+                    else:
+                        continue
+                    if after:
+                        args.append(start_key[1])
             if start_key and pid == start_key[0]:
                 sql += " AND id>=?"
                 args.append(start_key[1])
@@ -1042,8 +1049,8 @@ class Service:
                       " VALUES(?,?,?,?,'open',?,?,?,?,?,?,?,?,?)",
                       (fid, pid, folder, name, int(hidden), dumps(types), dumps(tags),
                        dumps(props), dumps(details), media, t, t, caller.user_id))
-            c.executemany("INSERT INTO props(file_id, key, value) VALUES(?,?,?)",
-                          [(fid, k, v) for k, v in props.items()])
+            c.executemany("INSERT INTO props(file_id, key, value, project_id) VALUES(?,?,?,?)",
+                          [(fid, k, v, pid) for k, v in props.items()])
             if nonce is not None:
                 c.execute("INSERT INTO nonces(user_id, route, nonce, input_hash, response, created)"
                           " VALUES(?,?,?,?,?,?)",
@@ -1258,8 +1265,8 @@ class Service:
         self._update_file(file_id, properties=dumps(props))
         with self.store.tx() as c:
             c.execute("DELETE FROM props WHERE file_id=?", (file_id,))
-            c.executemany("INSERT INTO props(file_id, key, value) VALUES(?,?,?)",
-                          [(file_id, k, v) for k, v in props.items()])
+            c.executemany("INSERT INTO props(file_id, key, value, project_id) VALUES(?,?,?,?)",
+                          [(file_id, k, v, row["project_id"]) for k, v in props.items()])
         return {"id": file_id}
 
     def add_tags(self, caller, file_id, inp, *, key="tags", column="tags", frozen=False):

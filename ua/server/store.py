@@ -59,9 +59,9 @@ CREATE INDEX IF NOT EXISTS files_project ON files(project_id, folder);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
 CREATE INDEX IF NOT EXISTS files_name ON files(project_id, name);
 CREATE TABLE IF NOT EXISTS props (
-    file_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (file_id, key)
+    file_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, project_id TEXT,
+    PRIMARY KEY (file_id, key)
 );
-CREATE INDEX IF NOT EXISTS props_kv ON props(key, value);
 CREATE TABLE IF NOT EXISTS parts (
     file_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL,
     size INTEGER, md5 TEXT, PRIMARY KEY (file_id, idx)
@@ -107,13 +107,28 @@ class Store:
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.executescript(SCHEMA)
+        if not any(r["name"] == "project_id"
+                   for r in self.conn.execute("PRAGMA table_info(props)")):
+            with self.tx() as c:  # data dirs from before props.project_id
+                if not any(r["name"] == "project_id"
+                           for r in c.execute("PRAGMA table_info(props)")):
+                    c.execute("ALTER TABLE props ADD COLUMN project_id TEXT")
         if self.get_meta("props_indexed") is None:  # data dirs from before the props index
             with self.tx() as c:
-                for r in c.execute("SELECT id, properties FROM files").fetchall():
+                for r in c.execute("SELECT id, project_id, properties FROM files").fetchall():
                     for k, v in json.loads(r["properties"]).items():
-                        c.execute("INSERT OR REPLACE INTO props(file_id, key, value) VALUES(?,?,?)",
-                                  (r["id"], k, v))
+                        c.execute("INSERT OR REPLACE INTO props(file_id, key, value, project_id)"
+                                  " VALUES(?,?,?,?)", (r["id"], k, v, r["project_id"]))
                 c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('props_indexed', '1')")
+        # findDataObjects on {key: true} / {key: "value"} reads only the scope project's
+        # entries of this one covering index (files never change project); a second index
+        # on (project_id, key, file_id) would save little and cost every file/new.
+        with self.tx() as c:
+            c.execute("CREATE INDEX IF NOT EXISTS props_pkvf "
+                      "ON props(project_id, key, value, file_id)")
+            c.execute("DROP INDEX IF EXISTS props_kv")  # (key, value): superseded
+            c.execute("UPDATE props SET project_id=(SELECT project_id FROM files "
+                      "WHERE files.id=props.file_id) WHERE project_id IS NULL")
         # Memo of authorisation rows (tokens, members, projects, users), see authz_cache().
         # Writes through this connection empty it from a temporary (connection-local)
         # trigger; commits by any other connection (the admin CLI in another process) are
