@@ -1135,6 +1135,15 @@ class Service:
                     latest = self._latest_install.pop((file_id, index))
             if seq is None:
                 return
+            if ok and latest is not None:  # the usual case, in one transaction
+                with self.store.tx() as c:
+                    if c.execute("UPDATE files SET modified=? WHERE id=? AND state='open'",
+                                 (now_ms(), file_id)).rowcount == 1:
+                        c.execute("INSERT INTO parts(file_id, idx, state, size, md5) "
+                                  "VALUES(?,?,'complete',?,?) ON CONFLICT(file_id, idx) DO "
+                                  "UPDATE SET state='complete', size=excluded.size, "
+                                  "md5=excluded.md5", (file_id, index, size, md5))
+                        return
             r = self.store.q1("SELECT state FROM files WHERE id=?", (file_id,))
             if r is None:  # removed meanwhile: take the renamed part with it
                 self._remove_blobs(file_id)
@@ -1143,13 +1152,8 @@ class Service:
                 return
             if r["state"] != "open":  # cannot happen: /close waits for installs
                 raise E.InvalidState(f"The file {file_id} is not in the open state")
-            if latest is None:
-                return  # a later PUT of the same part renamed over this one and records itself
-            with self.store.tx() as c:
-                c.execute("INSERT INTO parts(file_id, idx, state, size, md5) VALUES(?,?,'complete',?,?)"
-                          " ON CONFLICT(file_id, idx) DO UPDATE SET state='complete',"
-                          " size=excluded.size, md5=excluded.md5", (file_id, index, size, md5))
-                c.execute("UPDATE files SET modified=? WHERE id=?", (now_ms(), file_id))
+            # else: latest is None, a later PUT of the same part renamed over this one and
+            # records itself
         finally:
             left = self._installing.get(file_id, 0) - 1
             if left > 0:
