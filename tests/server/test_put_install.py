@@ -1,5 +1,5 @@
-"""The tail of a storage PUT (fsync, rename into place, directory fsync) runs off the event
-loop. These races must still come out as if every PUT and /close were atomic:
+"""Storage PUTs racing each other, /close and removal must come out as if every PUT and
+/close were atomic:
 
 * the same signed URL PUT concurrently with different bytes: the part row describes exactly
   the bytes on disk (the last rename wins, and it is the one recorded);

@@ -242,8 +242,6 @@ async def api_handler(request: web.Request) -> web.Response:
                     raise E.ServiceUnavailable("Injected fault: api-503")
                 if fault == "api-429":
                     raise E.RateLimitConditional("Injected fault: api-429")
-            if b == "close" and file_id and svc.installs_pending(file_id):
-                await svc.wait_installs(file_id)  # parts being stored land before /close
             result = dispatch(request, st, a, b, inp)
             if route == "/file/new" and isinstance(result, dict):
                 file_id = result.get("id")
@@ -452,20 +450,16 @@ async def _put(request, st: State, svc: Service, fid: str):
         if size is not None and n != size:
             return (xml_error(400, "IncompleteBody", f"Received {n} bytes, expected {size}"),
                     index, fault, n)
-        # The rest in one worker call: last batch, MD5, fsync, rename, directory fsync. It runs
-        # as its own task so that the install is always recorded and released (end_install),
-        # even if this handler is cancelled meanwhile.
-        ok = True  # from here on the install task owns the writer and its temp file
-        refused = svc.begin_install(fid)
-        rename = svc.install_renamer(fid, index) if refused is None else None
-        job = asyncio.ensure_future(_install(loop, svc, w, fid, index, n, batch, md5, rename))
-        digest, err = await asyncio.shield(job)
-        if digest and md5 and digest != md5:  # ("" only if the file was removed meanwhile)
+        # last batch, MD5 and fsync in one worker call
+        digest = await loop.run_in_executor(None, w.consume_finish, batch)
+        if md5 and digest != md5:
             return (xml_error(400, "BadDigest", "The Content-MD5 you specified did not match "
                               "what was received"), index, fault, n)
-        err = refused or err
-        if err is not None:
-            return xml_error(409, err.type, err.message), index, fault, n
+        try:
+            svc.complete_part(fid, index, n, digest, w.path)
+        except E.APIError as exc:
+            return xml_error(409, exc.type, exc.message), index, fault, n
+        ok = True
         if fault == "put-drop-after-store":
             _drop_connection(request)
             return Dropped(), index, fault, n
@@ -478,31 +472,6 @@ async def _put(request, st: State, svc: Service, fid: str):
                 pass
         if not ok:
             w.abort()
-
-
-async def _install(loop, svc: Service, w: PartWriter, fid: str, index: int, n: int,
-                   batch: list, md5: str, rename) -> tuple[str, E.APIError | None]:
-    """PartWriter.finish_install in a worker, then Service.end_install on the loop.
-    Returns (hex MD5, the error to answer with or None); raises on I/O errors."""
-    try:
-        digest, seq, fsync_err = await loop.run_in_executor(None, w.finish_install, batch,
-                                                            md5, rename)
-    except BaseException as exc:
-        if rename is None:
-            raise
-        svc.end_install(fid, index, n, "", None, False)  # nothing renamed: release only
-        if isinstance(exc, FileNotFoundError) and svc.upload_target(fid) is None:
-            return "", E.ResourceNotFound(f"The file {fid} no longer exists")  # removed
-        raise
-    if rename is None:
-        return digest, None
-    try:
-        svc.end_install(fid, index, n, digest, seq, fsync_err is None)
-    except E.APIError as exc:
-        return digest, exc
-    if fsync_err is not None:
-        raise fsync_err
-    return digest, None
 
 
 def _parse_range(header: str | None, total: int) -> tuple[int, int] | None | str:

@@ -5,10 +5,10 @@ run on, ~4 s of system CPU per 2 GiB). With O_DIRECT the data is copied once int
 page-aligned buffer and DMA'd from there; the unaligned tail is written after clearing
 O_DIRECT. File systems without O_DIRECT support (tmpfs) fall back to buffered ``writev``.
 
-``consume``, ``finish`` and ``finish_install`` run in a worker thread (hashlib and the syscalls
-release the GIL); calls for one writer are strictly sequential. ``finish_install`` does the
-whole tail of a PUT in one worker call: last bytes, MD5, fsync, rename into place and fsync of
-the directory, so a small part costs a single executor round trip.
+``consume``, ``finish`` and ``consume_finish`` run in a worker thread (hashlib and the syscalls
+release the GIL); calls for one writer are strictly sequential. ``consume_finish`` does the
+tail of a PUT in one worker call (last bytes, MD5, fsync), so a small part costs a single
+executor round trip.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Callable
 
 ALIGN = 4096
 BUF_SIZE = 4 * 1024 * 1024  # multiple of ALIGN
@@ -166,32 +165,16 @@ class PartWriter:
             self.close()
         return self.md5.hexdigest()
 
-    def finish_install(self, chunks: list, md5: str | None,
-                       rename: Callable[[Path], int] | None) -> tuple[str, int | None, Exception | None]:
-        """consume(chunks), finish(), then — unless the MD5 differs from ``md5`` or ``rename``
-        is None — ``seq = rename(temp path)`` (it moves the file into place) and fsync of the
-        directory. Returns (hex MD5, seq or None if nothing was renamed, the error of the
-        directory fsync or None); the temp file never outlives a call that raises."""
+    def consume_finish(self, chunks: list) -> str:
+        """consume(chunks) then finish(): the tail of a part in one worker call. Returns the
+        hex MD5; the temp file is removed if this raises."""
         try:
             if chunks:
                 self.consume(chunks)
-            digest = self.finish()
+            return self.finish()
         except BaseException:
             self.abort()
             raise
-        if (md5 and digest != md5) or rename is None:
-            self.path.unlink(missing_ok=True)
-            return digest, None, None
-        try:
-            seq = rename(self.path)
-        except BaseException:
-            self.path.unlink(missing_ok=True)
-            raise
-        try:
-            fsync_dir(self.dir)
-        except OSError as exc:
-            return digest, seq, exc
-        return digest, seq, None
 
     def close(self) -> None:
         if self.fd >= 0:

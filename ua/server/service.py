@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import string
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import regex
 from ua.ids import ID_ALPHABET, ID_LENGTH
 
 from . import errors as E
+from .blobs import fsync_dir
 from .signing import sign_download, sign_upload
 from .store import Store, dumps, now_ms
 
@@ -277,11 +277,6 @@ class Service:
         self.close_delay = close_delay
         self.upload_url_ttl = upload_url_ttl
         self.secret = store.secret()
-        self._installing: dict[str, int] = {}  # file id -> PUTs between rename and record
-        self._install_waiters: dict[str, list] = {}  # file id -> futures of waiting /close
-        self._install_lock = threading.Lock()
-        self._install_seq = 0
-        self._latest_install: dict[tuple[str, int], int] = {}
         # Called with a file id after it entered ``closing``; the app schedules finalisation.
         self.on_closing: Callable[[str], None] = lambda fid: None
 
@@ -1094,86 +1089,29 @@ class Service:
         r = self.store.q1("SELECT state, name FROM files WHERE id=?", (file_id,))
         return (r["state"], r["name"]) if r else None
 
-    # --- installing a stored part (the storage PUT), off the event loop ---------------------
-    # A PUT's last worker call renames its fsynced temp file into place and fsyncs the
-    # directory (PartWriter.finish_install); only then end_install() marks the part complete,
-    # so a part is never reported complete before its bytes and directory entry are durable.
-    # While a file has installs in flight, /close waits for them (wait_installs), so no rename
-    # can land in a closing or closed file. Renames of one (file, index) are numbered under a
-    # lock and only the latest one is recorded, so the row always describes the bytes on disk.
-    def begin_install(self, file_id: str) -> E.APIError | None:
-        """Registers an install for ``file_id`` if it is open; else the error to answer with."""
+    def complete_part(self, file_id: str, index: int, size: int, md5: str, tmp: Path) -> None:
+        """Storage side of a PUT: atomically install the fsynced temp file and mark it complete.
+
+        Runs without awaits so it cannot interleave with /close: the state check, the rename,
+        the directory fsync and the SQLite update happen together. (Running the directory
+        fsync in a worker instead, with /close waiting for installs in flight, measured no
+        less server CPU per PUT and no more PUTs/s on this disk: see bench/server_api.py.)
+        """
         r = self.store.q1("SELECT state FROM files WHERE id=?", (file_id,))
         if r is None:
-            return E.ResourceNotFound(f"The file {file_id} no longer exists")
+            tmp.unlink(missing_ok=True)
+            raise E.ResourceNotFound(f"The file {file_id} no longer exists")
         if r["state"] != "open":
-            return E.InvalidState(f"The file {file_id} is not in the open state")
-        self._installing[file_id] = self._installing.get(file_id, 0) + 1
-        return None
-
-    def install_renamer(self, file_id: str, index: int) -> Callable[[Path], int]:
-        """The ``rename`` callback for PartWriter.finish_install (runs in a worker thread)."""
+            tmp.unlink(missing_ok=True)
+            raise E.InvalidState(f"The file {file_id} is not in the open state")
         final = self.store.part_path(file_id, index)
-        key = (file_id, index)
-
-        def rename(tmp: Path) -> int:
-            with self._install_lock:
-                os.replace(tmp, final)
-                self._install_seq += 1
-                self._latest_install[key] = self._install_seq
-                return self._install_seq
-        return rename
-
-    def end_install(self, file_id: str, index: int, size: int, md5: str, seq: int | None,
-                    ok: bool) -> None:
-        """Back on the loop after finish_install: record the part (if ``ok`` and this was the
-        latest rename of it) and release the registration made by begin_install."""
-        try:
-            latest = None
-            with self._install_lock:
-                if seq is not None and self._latest_install.get((file_id, index)) == seq:
-                    latest = self._latest_install.pop((file_id, index))
-            if seq is None:
-                return
-            if ok and latest is not None:  # the usual case, in one transaction
-                with self.store.tx() as c:
-                    if c.execute("UPDATE files SET modified=? WHERE id=? AND state='open'",
-                                 (now_ms(), file_id)).rowcount == 1:
-                        c.execute("INSERT INTO parts(file_id, idx, state, size, md5) "
-                                  "VALUES(?,?,'complete',?,?) ON CONFLICT(file_id, idx) DO "
-                                  "UPDATE SET state='complete', size=excluded.size, "
-                                  "md5=excluded.md5", (file_id, index, size, md5))
-                        return
-            r = self.store.q1("SELECT state FROM files WHERE id=?", (file_id,))
-            if r is None:  # removed meanwhile: take the renamed part with it
-                self._remove_blobs(file_id)
-                raise E.ResourceNotFound(f"The file {file_id} no longer exists")
-            if not ok:
-                return
-            if r["state"] != "open":  # cannot happen: /close waits for installs
-                raise E.InvalidState(f"The file {file_id} is not in the open state")
-            # else: latest is None, a later PUT of the same part renamed over this one and
-            # records itself
-        finally:
-            left = self._installing.get(file_id, 0) - 1
-            if left > 0:
-                self._installing[file_id] = left
-            else:
-                self._installing.pop(file_id, None)
-                for fut in self._install_waiters.pop(file_id, ()):
-                    if not fut.done():
-                        fut.set_result(None)
-
-    def installs_pending(self, file_id: str) -> bool:
-        return file_id in self._installing
-
-    async def wait_installs(self, file_id: str) -> None:
-        """Until no install of ``file_id`` is in flight (then call file_close without awaiting)."""
-        import asyncio
-        while file_id in self._installing:
-            fut = asyncio.get_running_loop().create_future()
-            self._install_waiters.setdefault(file_id, []).append(fut)
-            await fut
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        with self.store.tx() as c:
+            c.execute("INSERT INTO parts(file_id, idx, state, size, md5) VALUES(?,?,'complete',?,?)"
+                      " ON CONFLICT(file_id, idx) DO UPDATE SET state='complete',"
+                      " size=excluded.size, md5=excluded.md5", (file_id, index, size, md5))
+            c.execute("UPDATE files SET modified=? WHERE id=?", (now_ms(), file_id))
 
     def file_close(self, caller: Caller, file_id: str, inp: dict) -> dict:
         row, _ = self._file(caller, file_id, UPLOAD)
