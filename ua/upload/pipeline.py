@@ -37,9 +37,11 @@ unit, 1.0), ``UA_STALL_TIMEOUT`` (60 s without progress fails a PUT attempt),
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
+import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -313,9 +315,13 @@ class _Pipeline:
         path = task.local_path or task.label
         async with self.prepare_slots:
             try:
-                # One thread hop for every blocking call of a file's preparation: a cold
-                # file (not in the page cache) must not stall the event loop on the disk.
-                st, head, real = await self._run(self.read_pool, _probe, path, INLINE_BYTES)
+                # A file whose bytes are in the page cache is probed right here (a thread
+                # hop per file is a measurable cost with thousands of small files); a cold
+                # one goes to the read pool so the event loop never waits for the disk.
+                probed = _probe_cached(path, INLINE_BYTES)
+                if probed is None:
+                    probed = await self._run(self.read_pool, _probe, path, INLINE_BYTES)
+                st, head, real = probed
             except OSError as exc:
                 raise UploadError(f"Cannot read {task.label}: {exc.strerror}") from None
             run.st = st
@@ -810,6 +816,44 @@ def _probe(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str]:
         st = os.fstat(fd)
         want = st.st_size if st.st_size <= whole_limit else SNIFF_BYTES
         head = os.pread(fd, want, 0) if want else b""
+    finally:
+        os.close(fd)
+    return st, head, os.path.realpath(path)
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+
+
+def _probe_cached(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str] | None:
+    """:func:`_probe` without blocking on the disk, or None: the data is read with
+    ``RWF_NOWAIT``, which fails instead of waiting when it is not in the page cache (Linux;
+    elsewhere, or on a file system without it, always None)."""
+    global _NOWAIT
+    if _NOWAIT is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # the pool's probe reports it
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        want = st.st_size if st.st_size <= whole_limit else SNIFF_BYTES
+        head = b""
+        if want:
+            buf = bytearray(want)
+            try:
+                got = os.preadv(fd, [buf], 0, _NOWAIT)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    _NOWAIT = None  # not supported here: stop trying
+                return None
+            if got != want:
+                return None  # partly cached (or changed): let the pool read it
+            head = bytes(buf)
     finally:
         os.close(fd)
     return st, head, os.path.realpath(path)
