@@ -150,6 +150,48 @@ class PartEncoder:
             md5.update(x)
         return EncodedPart(chunks, md5, crc, len(raw), padding)
 
+    def encode_file(self, fd: int, offset: int, length: int, *, first: bool, last: bool,
+                    slice_size: int = 1 << 20) -> EncodedPart:
+        """Like :meth:`encode` for ``length`` bytes of ``fd`` at ``offset``, streamed through
+        one small reused buffer (``slice_size``): the raw part never sits in memory and every
+        slice is read, CRC'd and compressed while it is still in the CPU cache — a
+        part-sized read lands in fresh pages the kernel must fault in and zero first.
+        Compressed output only; :class:`~ua.api.errors.LocalFileChanged` on a short read."""
+        from ua.api.filebody import pread_into  # no import cycle at module load
+
+        if not self.compress:
+            raise ValueError("encode_file is for compressed parts")
+        crc = 0
+        md5 = hashlib.md5()
+        chunks: list[bytes | bytearray | memoryview] = []
+
+        def add(x: bytes) -> None:
+            if x:
+                chunks.append(x)
+                md5.update(x)
+
+        if first:
+            add(GZIP_HEADER)
+        if length == 0 and not last:
+            add(EMPTY_STORED_BLOCK)
+        else:
+            c = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, -15)
+            buf = bytearray(max(1, min(slice_size, length)))
+            off, end = offset, offset + length
+            while off < end:
+                n = min(len(buf), end - off)
+                view = pread_into(fd, buf, off, n)
+                crc = isal_zlib.crc32(view, crc)
+                add(c.compress(view))
+                off += n
+            add(c.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH))
+        size = sum(len(x) for x in chunks)
+        padding = 0
+        if not last and size < self.min_part_size:
+            padding = -(-(self.min_part_size - size) // len(EMPTY_STORED_BLOCK))
+            add(EMPTY_STORED_BLOCK * padding)
+        return EncodedPart(chunks, md5, crc, length, padding)
+
     def finish(self, part: EncodedPart, total_crc: int, total_len: int) -> None:
         """Append the gzip trailer to the (encoded) last part and update its MD5."""
         if not self.compress:

@@ -457,17 +457,22 @@ class _Pipeline:
                             raise
                         t.add_done_callback(lambda _t: self.mem_slots.release())
                         continue
+                    stream: FileRange | None = None
                     try:
                         if run.fd is None:
                             self.open_local(run)
                         if run.compress and i == plan.num_parts:
                             await self.ensure_crcs(run, plan.num_parts - 1, indices)
                         off, n = plan.part(i)
-                        if n <= INLINE_BYTES:  # a thread hop costs more than the read
+                        if n > INLINE_BYTES:  # compressed (as-is parts went above)
+                            # Compressed in its task, streamed from the file (see
+                            # PartEncoder.encode_file): nothing part-sized is read here.
+                            stream = FileRange.of(run.task.local_path or run.task.label, off,
+                                                  n, run.st)
+                            raw = b""
+                        else:  # small: a thread hop costs more than the read
                             raw = os.pread(run.fd, n, off)
-                        else:
-                            raw = await self._run(self.read_pool, os.pread, run.fd, n, off)
-                        if len(raw) != n:
+                        if stream is None and len(raw) != n:
                             raise LocalFileChanged(
                                 f"{run.task.label} changed during upload: expected {n} bytes "
                                 f"at offset {off}, read {len(raw)}")
@@ -476,6 +481,11 @@ class _Pipeline:
                     except BaseException:
                         self.mem_slots.release()
                         raise
+                    if stream is not None:
+                        t = tg.create_task(self.encode_range_and_upload(
+                            run, i, stream, last=i == plan.num_parts))
+                        t.add_done_callback(lambda _t: self.mem_slots.release())
+                        continue
                     self.spawn_part(tg, run, i, raw, i == plan.num_parts)
                     del raw  # the part task owns the bytes now
         finally:
@@ -519,6 +529,15 @@ class _Pipeline:
         md5 = await self._run(self.cpu_pool, range_md5, rng)
         await self.send_unless_complete(run, index, _RangePart(rng, md5))
 
+    async def encode_range_and_upload(self, run: _FileRun, index: int, rng: FileRange, *,
+                                      last: bool) -> None:
+        """A compressed part read, CRC'd, compressed and MD5'd slice by slice in the CPU
+        pool; the file's identity is checked before and after the read."""
+        enc = run.encoder
+        assert enc is not None
+        part = await self._run(self.cpu_pool, _encode_range, enc, rng, index == 1, last)
+        await self.finish_part(run, index, part, last=last)
+
     async def encode_and_upload(self, run: _FileRun, index: int, raw: bytes, *,
                                 last: bool) -> None:
         enc = run.encoder
@@ -529,6 +548,12 @@ class _Pipeline:
             part = await self._run(
                 self.cpu_pool, functools.partial(enc.encode, raw, first=index == 1, last=last))
         del raw
+        await self.finish_part(run, index, part, last=last)
+
+    async def finish_part(self, run: _FileRun, index: int, part: EncodedPart, *,
+                          last: bool) -> None:
+        enc = run.encoder
+        assert enc is not None
         run.crc.add(index, part.raw_crc, part.raw_len)
         if last and run.compress:
             crc, total = await run.crc.total(index)
@@ -819,6 +844,17 @@ def _probe(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str]:
     finally:
         os.close(fd)
     return st, head, os.path.realpath(path)
+
+
+def _encode_range(enc: PartEncoder, rng: FileRange, first: bool, last: bool) -> EncodedPart:
+    fd = rng.open()  # LocalFileChanged if the file is not the one we planned
+    try:
+        then = rng.check(fd, None)
+        part = enc.encode_file(fd, rng.offset, rng.length, first=first, last=last)
+        rng.check(fd, then)
+        return part
+    finally:
+        os.close(fd)
 
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
