@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
@@ -99,9 +100,10 @@ class DXClient:
         resp = await self.call("/system/whoami", {}, max_retries=max_retries)
         return resp["id"]
 
-    async def _find_all(self, route: str, query: dict[str, Any],
-                        max_results: int | None) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
+    async def _pages(self, route: str, query: dict[str, Any]):
+        """Each page of a ``find*`` route as ``(results, next)``, following ``next``. A cursor
+        that does not advance (or a server that pages forever) would loop for ever: every
+        cursor may be seen once, and the number of pages is bounded."""
         body = dict(query)
         seen: set[str] = set()
         while True:
@@ -109,12 +111,10 @@ class DXClient:
             page = resp.get("results", []) if isinstance(resp, dict) else None
             if not isinstance(page, list):
                 raise BadResponse(f"Malformed {route} response (no results list)", route=route)
-            results.extend(page)
             nxt = resp.get("next")
-            if nxt is None or (max_results is not None and len(results) >= max_results):
-                return results if max_results is None else results[:max_results]
-            # A cursor that does not advance (or a server that pages forever) would loop
-            # for ever: every cursor may be seen once, and the number of pages is bounded.
+            yield page, nxt
+            if nxt is None:
+                return
             key = repr(nxt)
             if key in seen or len(seen) >= MAX_PAGES:
                 raise BadResponse(f"{route} pagination does not advance (next={str(nxt)[:80]}); "
@@ -122,29 +122,30 @@ class DXClient:
             seen.add(key)
             body = {**query, "starting": nxt}
 
+    async def _find_all(self, route: str, query: dict[str, Any],
+                        max_results: int | None) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        async with aclosing(self._pages(route, query)) as pages:
+            async for page, nxt in pages:
+                results.extend(page)
+                if nxt is None or (max_results is not None and len(results) >= max_results):
+                    break
+        return results if max_results is None else results[:max_results]
+
     async def find_data_objects_bounded(self, max_pages: int, **query: Any
                                         ) -> tuple[list[dict[str, Any]], bool]:
         """Like :meth:`find_data_objects` but reads at most ``max_pages`` pages; returns
         ``(results, complete)`` where ``complete`` is False when more pages remained."""
         results: list[dict[str, Any]] = []
-        body = _drop_none(query)
-        route = "/system/findDataObjects"
-        seen: set[str] = set()
-        for _ in range(max(1, max_pages)):
-            resp = await self.call(route, body)
-            page = resp.get("results", []) if isinstance(resp, dict) else None
-            if not isinstance(page, list):
-                raise BadResponse(f"Malformed {route} response (no results list)", route=route)
-            results.extend(page)
-            nxt = resp.get("next")
-            if nxt is None:
-                return results, True
-            key = repr(nxt)
-            if key in seen:
-                raise BadResponse(f"{route} pagination does not advance (next={str(nxt)[:80]}); "
-                                  "giving up", route=route)
-            seen.add(key)
-            body = {**_drop_none(query), "starting": nxt}
+        read = 0
+        async with aclosing(self._pages("/system/findDataObjects", _drop_none(query))) as pages:
+            async for page, nxt in pages:
+                results.extend(page)
+                read += 1
+                if nxt is None:
+                    return results, True
+                if read >= max(1, max_pages):
+                    break
         return results, False
 
     async def describe_data_objects(self, objects: list[Mapping[str, Any]]
