@@ -71,8 +71,10 @@ class Server:
         self.conf_dir = self.work / "dxconf"
         self.conf_dir.mkdir()
         self.log = open(self.work / "server.stderr", "wb")
+        # UA_BENCH_SERVER_PYFLAGS="-m cProfile -o F" profiles the server (bench/server_api.py)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ua.server.cli", "serve", "--data-dir", str(self.data_dir),
+            [sys.executable, *os.environ.get("UA_BENCH_SERVER_PYFLAGS", "").split(),
+             "-m", "ua.server.cli", "serve", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=self.log, cwd=str(REPO))
         line = self.proc.stdout.readline().decode()
@@ -123,6 +125,13 @@ class Server:
     @property
     def project(self) -> str:
         return self._env["DX_PROJECT_CONTEXT_ID"]
+
+    @property
+    def token(self) -> str:
+        return json.loads(self._env["DX_SECURITY_CONTEXT"])["auth_token"]
+
+    def sys_cpu(self) -> float:
+        return self.ps.cpu_times().system
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()

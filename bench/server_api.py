@@ -49,45 +49,10 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Server  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    def __init__(self, parent: str | None = None, *extra: str) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="ua-api-", dir=parent))
-        self.data_dir = self.work / "data"
-        self.log = open(self.work / "server.stderr", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, *os.environ.get("UA_BENCH_SERVER_PYFLAGS", "").split(),
-             "-m", "ua.server.cli", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", "0", *extra],
-            stdout=subprocess.PIPE, stderr=self.log, cwd=str(REPO))
-        line = self.proc.stdout.readline().decode()
-        m = re.match(r"ua-server listening on (http://\S+)", line)
-        if not m:
-            self.proc.kill()
-            raise SystemExit(f"ua-server did not start: {line!r}; see {self.work}/server.stderr")
-        self.url = m.group(1)
-        env = (self.data_dir / "dx-env").read_text()
-        self.token = re.search(r'"auth_token":\s*"([^"]+)"', env).group(1)
-        self.project = re.search(r"DX_PROJECT_CONTEXT_ID=(\S+)", env).group(1)
-        self.ps = psutil.Process(self.proc.pid)
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
-
-    def sys_cpu(self) -> float:
-        return self.ps.cpu_times().system
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 class Client:
