@@ -109,7 +109,9 @@ def bearer(request: web.Request) -> str | None:
 
 
 def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    # The Host header, not the request line: a proxy sends the absolute form
+    # ("POST http://h:p/route"), whose parsed host loses a non-default port.
+    return f"{request.scheme}://{request.headers.get('Host') or request.host}"
 
 
 # =============================================================================================
