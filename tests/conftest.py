@@ -86,3 +86,17 @@ def fault_proxy():
     yield factory
     for p in proxies:
         p.stop()
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    """A self-signed (key, cert) pair for 127.0.0.1, made with the openssl command."""
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not available")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return key, cert

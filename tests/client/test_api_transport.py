@@ -300,26 +300,12 @@ async def test_put_connection_reset_is_transient():
     server.close()
 
 
-@pytest.fixture
-def tls_server_cert(tmp_path):
-    import shutil
-    import subprocess
-
-    if not shutil.which("openssl"):
-        pytest.skip("openssl command not available")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return key, cert
-
-
-async def test_tls_ca_file_noverify_and_untrusted(tls_server_cert):
+async def test_tls_ca_file_noverify_and_untrusted(tls_cert):
     import ssl
 
     from ua.api.errors import TLSError
 
-    key, cert = tls_server_cert
+    key, cert = tls_cert
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     calls = []

@@ -188,20 +188,6 @@ async def test_buffered_reuse_on_a_slow_link(ua_server, blob, fault_proxy):
                                                    "md5": md5(data[off:off + n])}
 
 
-@pytest.fixture
-def tls_cert(tmp_path):
-    import shutil
-    import subprocess
-
-    if not shutil.which("openssl"):
-        pytest.skip("openssl command not available")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return key, cert
-
-
 async def test_https_falls_back_to_buffered(blob, tls_cert):
     """TLS cannot use sendfile: the same FileRange goes through the buffered path over a
     real TLS connection, and the storage side receives exactly the range."""
