@@ -132,23 +132,7 @@ class PartEncoder:
         """Runs in a worker thread: compress (if enabled), CRC and MD5 in one pass."""
         if not self.compress:
             return EncodedPart([raw], hashlib.md5(raw), 0, len(raw))
-        crc = isal_zlib.crc32(raw)
-        chunks: list[bytes | bytearray | memoryview] = [GZIP_HEADER] if first else []
-        if len(raw) == 0 and not last:
-            chunks.append(EMPTY_STORED_BLOCK)
-        else:
-            c = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, -15)
-            chunks.append(c.compress(raw))
-            chunks.append(c.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH))
-        size = sum(len(x) for x in chunks)
-        padding = 0
-        if not last and size < self.min_part_size:
-            padding = -(-(self.min_part_size - size) // len(EMPTY_STORED_BLOCK))
-            chunks.append(EMPTY_STORED_BLOCK * padding)
-        md5 = hashlib.md5()
-        for x in chunks:
-            md5.update(x)
-        return EncodedPart(chunks, md5, crc, len(raw), padding)
+        return self._deflate([raw], len(raw), first=first, last=last)
 
     def encode_file(self, fd: int, offset: int, length: int, *, first: bool, last: bool,
                     slice_size: int = 1 << 20) -> EncodedPart:
@@ -161,6 +145,20 @@ class PartEncoder:
 
         if not self.compress:
             raise ValueError("encode_file is for compressed parts")
+
+        def slices():
+            buf = bytearray(max(1, min(slice_size, length)))
+            off, end = offset, offset + length
+            while off < end:
+                n = min(len(buf), end - off)
+                yield pread_into(fd, buf, off, n)
+                off += n
+
+        return self._deflate(slices(), length, first=first, last=last)
+
+    def _deflate(self, slices, length: int, *, first: bool, last: bool) -> EncodedPart:
+        """The compressed layout of one part from its raw bytes given slice by slice (each
+        slice is used before the next is asked for): CRC, deflate and MD5 in one pass."""
         crc = 0
         md5 = hashlib.md5()
         chunks: list[bytes | bytearray | memoryview] = []
@@ -176,14 +174,9 @@ class PartEncoder:
             add(EMPTY_STORED_BLOCK)
         else:
             c = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, -15)
-            buf = bytearray(max(1, min(slice_size, length)))
-            off, end = offset, offset + length
-            while off < end:
-                n = min(len(buf), end - off)
-                view = pread_into(fd, buf, off, n)
+            for view in slices:
                 crc = isal_zlib.crc32(view, crc)
                 add(c.compress(view))
-                off += n
             add(c.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH))
         size = sum(len(x) for x in chunks)
         padding = 0
