@@ -10,13 +10,17 @@ import pytest
 from ua.upload import pipeline
 
 
+def _cached(path):
+    return pipeline._probe(str(path), pipeline.INLINE_BYTES, cached_only=True)
+
+
 @pytest.mark.parametrize("size", [0, 1, 5000, 256 * 1024, 256 * 1024 + 1, 3 * 1024 * 1024])
 def test_cached_probe_equals_pool_probe(tmp_path, size):
     p = tmp_path / "f.bin"
     p.write_bytes(os.urandom(size))
     os.stat(p)
     p.read_bytes()  # in the page cache now
-    got = pipeline._probe_cached(str(p), pipeline.INLINE_BYTES)
+    got = _cached(p)
     want = pipeline._probe(str(p), pipeline.INLINE_BYTES)
     if getattr(os, "RWF_NOWAIT", None) is None:
         assert got is None
@@ -31,6 +35,6 @@ def test_cached_probe_equals_pool_probe(tmp_path, size):
 def test_cached_probe_declines_what_it_cannot_answer(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert pipeline._probe_cached(str(fifo), pipeline.INLINE_BYTES) is None  # and did not block
-    assert pipeline._probe_cached(str(tmp_path / "missing"), pipeline.INLINE_BYTES) is None
-    assert pipeline._probe_cached(str(tmp_path), pipeline.INLINE_BYTES) is None  # a directory
+    assert _cached(fifo) is None  # and did not block
+    assert _cached(tmp_path / "missing") is None
+    assert _cached(tmp_path) is None  # a directory

@@ -318,7 +318,7 @@ class _Pipeline:
                 # A file whose bytes are in the page cache is probed right here (a thread
                 # hop per file is a measurable cost with thousands of small files); a cold
                 # one goes to the read pool so the event loop never waits for the disk.
-                probed = _probe_cached(path, INLINE_BYTES)
+                probed = _probe(path, INLINE_BYTES, cached_only=True)
                 if probed is None:
                     probed = await self._run(self.read_pool, _probe, path, INLINE_BYTES)
                 st, head, real = probed
@@ -833,19 +833,6 @@ async def _in_daemon_thread(fn, *args):
     return await fut
 
 
-def _probe(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str]:
-    """stat, the first bytes (all of them for a file of at most ``whole_limit`` bytes) and
-    the canonical path, from one descriptor: what preparing a file needs from the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        st = os.fstat(fd)
-        want = st.st_size if st.st_size <= whole_limit else SNIFF_BYTES
-        head = os.pread(fd, want, 0) if want else b""
-    finally:
-        os.close(fd)
-    return st, head, os.path.realpath(path)
-
-
 def _encode_range(enc: PartEncoder, rng: FileRange, first: bool, last: bool) -> EncodedPart:
     fd = rng.open()  # LocalFileChanged if the file is not the one we planned
     try:
@@ -860,24 +847,34 @@ def _encode_range(enc: PartEncoder, rng: FileRange, first: bool, last: bool) -> 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
 
 
-def _probe_cached(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, str] | None:
-    """:func:`_probe` without blocking on the disk, or None: the data is read with
-    ``RWF_NOWAIT``, which fails instead of waiting when it is not in the page cache (Linux;
-    elsewhere, or on a file system without it, always None)."""
+def _probe(path: str, whole_limit: int, *, cached_only: bool = False
+           ) -> tuple[os.stat_result, bytes, str] | None:
+    """stat, the first bytes (all of them for a file of at most ``whole_limit`` bytes) and
+    the canonical path, from one descriptor: what preparing a file needs from the disk.
+
+    ``cached_only``: never wait for the disk — the data is read with ``RWF_NOWAIT``, which
+    fails instead of waiting when it is not in the page cache — and answer None whenever
+    that cannot be done (not Linux, a file system without it, not a regular file, data not
+    or only partly cached, any error: the blocking probe then reports it)."""
     global _NOWAIT
-    if _NOWAIT is None:
+    if cached_only and _NOWAIT is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | (os.O_NONBLOCK if cached_only else 0))
     except OSError:
-        return None  # the pool's probe reports it
+        if cached_only:
+            return None
+        raise
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if cached_only and not stat.S_ISREG(st.st_mode):
             return None
         want = st.st_size if st.st_size <= whole_limit else SNIFF_BYTES
-        head = b""
-        if want:
+        if not want:
+            head = b""
+        elif not cached_only:
+            head = os.pread(fd, want, 0)
+        else:
             buf = bytearray(want)
             try:
                 got = os.preadv(fd, [buf], 0, _NOWAIT)
@@ -888,7 +885,7 @@ def _probe_cached(path: str, whole_limit: int) -> tuple[os.stat_result, bytes, s
                     _NOWAIT = None  # not supported here: stop trying
                 return None
             if got != want:
-                return None  # partly cached (or changed): let the pool read it
+                return None
             head = bytes(buf)
     finally:
         os.close(fd)
