@@ -432,11 +432,9 @@ class Transport:
 
                 bump()
                 proxy, proxy_headers = self.proxy_for(url)
-                data: Any = pieces() if size else b""
                 one_piece = rng is None and throttle is None and len(views) == 1 \
                     and 0 < size <= PUT_PIECE
-                if one_piece:  # aiohttp writes it at once; progress is counted after
-                    data = views[0]
+                data: Any = b""
                 if rng is not None:
                     fd = rng.open()  # LocalFileChanged before any connection is used
                     if not size:
@@ -448,6 +446,10 @@ class Transport:
                             and url[:5].lower() == "http:",
                             throttle=throttle, on_sent=on_sent, piece=PUT_PIECE)
                         data = payload
+                elif one_piece:  # aiohttp writes it at once; progress is counted after
+                    data = views[0]
+                elif size:
+                    data = pieces()
                 try:
                     async with self.session.put(
                         url, data=data, headers=hdrs,
