@@ -398,3 +398,18 @@ def parse_size(text: str) -> int:
 
 def fmt_mib(n: float) -> str:
     return f"{n / MiB:,.0f} MiB"
+
+
+SI_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6,
+            "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30}
+
+
+def parse_si_size(text: str) -> int:
+    """``2GB`` = 2·10^9, ``75MiB`` = 75·2^20 (an argparse type for the bench scripts' sizes;
+    :func:`parse_size` is datagen's, where K/M/G are binary)."""
+    import argparse
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in SI_UNITS:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}")
+    return int(float(m.group(1)) * SI_UNITS[m.group(2).upper()])

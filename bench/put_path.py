@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import resource
 import sys
 import tempfile
@@ -39,22 +38,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import Server  # noqa: E402
+from common import Server, parse_si_size as parse_size  # noqa: E402
 
 from ua.api import APIConfig, DXClient  # noqa: E402
 from ua.api.filebody import FileRange, range_md5  # noqa: E402
-
-
-UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6,
-         "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """``2GB`` = 2·10^9, ``75MiB`` = 75·2^20 (as bench/server_ingest.py)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in UNITS:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2).upper()])
 
 
 def cpu() -> tuple[float, float, int]:

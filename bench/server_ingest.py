@@ -15,46 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
 
-UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6,
-         "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30}
-
-
-def size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in UNITS:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2).upper()])
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, str, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "ua.server.cli", "serve", "--data-dir",
-                             str(data_dir), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    line = proc.stdout.readline().decode()
-    m = re.match(r"ua-server listening on (http://\S+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    env = (data_dir / "dx-env").read_text()
-    token = re.search(r'"auth_token":\s*"([^"]+)"', env).group(1)
-    project = re.search(r"DX_PROJECT_CONTEXT_ID=(\S+)", env).group(1)
-    return proc, m.group(1), token, project
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Server, parse_si_size as size  # noqa: E402
 
 async def run(url: str, token: str, project: str, total: int, part_size: int, conc: int,
               files: int, chunk: int) -> tuple[float, int]:
@@ -125,10 +97,10 @@ def main() -> None:
     parent = a.data_dir
     if parent:
         parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="ua-ingest-", dir=parent))
-    proc, url, token, project = start_server(work / "data")
+    srv = Server(str(parent) if parent else None)
+    url, token, project, work = srv.url, srv.token, srv.project, srv.work
     try:
-        ps = psutil.Process(proc.pid)
+        ps = srv.ps
         c0 = ps.cpu_times()
         me0 = psutil.Process().cpu_times()
         wall, sent = asyncio.run(run(url, token, project, a.total, a.part_size, a.concurrency,
@@ -152,9 +124,7 @@ def main() -> None:
                   f"parts {a.part_size / 2**20:.0f} MiB x{a.concurrency} in flight; "
                   f"{os.cpu_count()} CPUs; data dir {work}")
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        srv.stop()
 
 
 if __name__ == "__main__":
