@@ -100,3 +100,34 @@ def tls_cert(tmp_path):
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return key, cert
+
+
+class TLSApps:
+    """Serves aiohttp apps over TLS on 127.0.0.1 with the ``tls_cert`` pair."""
+
+    def __init__(self, key, cert):
+        import ssl
+
+        self.key, self.cert = key, cert
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(cert, key)
+        self.runners: list = []
+
+    async def start(self, app) -> int:
+        """Serve ``app``; returns its port."""
+        from aiohttp import web
+
+        runner = web.AppRunner(app)
+        await runner.setup()
+        self.runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ctx)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+async def tls_apps(tls_cert):
+    apps = TLSApps(*tls_cert)
+    yield apps
+    for runner in apps.runners:
+        await runner.cleanup()

@@ -300,14 +300,10 @@ async def test_put_connection_reset_is_transient():
     server.close()
 
 
-async def test_tls_ca_file_noverify_and_untrusted(tls_cert):
-    import ssl
-
+async def test_tls_ca_file_noverify_and_untrusted(tls_apps):
     from ua.api.errors import TLSError
 
-    key, cert = tls_cert
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    cert = tls_apps.cert
     calls = []
 
     async def whoami(request):
@@ -316,23 +312,16 @@ async def test_tls_ca_file_noverify_and_untrusted(tls_cert):
 
     app = web.Application()
     app.router.add_post("/system/whoami", whoami)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        for ca in (str(cert), "NOVERIFY"):
-            cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t", ca_cert=ca)
-            async with DXClient(cfg, policy=FAST) as api:
-                assert await api.whoami() == "user-tls"
-        cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t")
+    port = await tls_apps.start(app)
+    for ca in (str(cert), "NOVERIFY"):
+        cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t", ca_cert=ca)
         async with DXClient(cfg, policy=FAST) as api:
-            with pytest.raises(TLSError):  # self-signed, not in the system bundle: no retries
-                await api.whoami()
-        assert len(calls) == 2
-    finally:
-        await runner.cleanup()
+            assert await api.whoami() == "user-tls"
+    cfg = APIConfig(protocol="https", host="127.0.0.1", port=port, token="t")
+    async with DXClient(cfg, policy=FAST) as api:
+        with pytest.raises(TLSError):  # self-signed, not in the system bundle: no retries
+            await api.whoami()
+    assert len(calls) == 2
 
 
 async def test_verbose_log_masks_token_and_signature(scripted, caplog):

@@ -188,17 +188,13 @@ async def test_buffered_reuse_on_a_slow_link(ua_server, blob, fault_proxy):
                                                    "md5": md5(data[off:off + n])}
 
 
-async def test_https_falls_back_to_buffered(blob, tls_cert):
+async def test_https_falls_back_to_buffered(blob, tls_apps):
     """TLS cannot use sendfile: the same FileRange goes through the buffered path over a
     real TLS connection, and the storage side receives exactly the range."""
-    import ssl
-
     from aiohttp import web
 
     path, data = blob
-    key, cert = tls_cert
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    cert = tls_apps.cert
     got: list[tuple[int, str, str | None]] = []
 
     async def store(request):
@@ -212,22 +208,15 @@ async def test_https_falls_back_to_buffered(blob, tls_cert):
 
     app = web.Application(client_max_size=64 * MiB)
     app.router.add_put("/store/{p}", store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        cfg = APIConfig("https", "127.0.0.1", port, "t", ca_cert=str(cert))
-        async with DXClient(cfg, policy=FAST) as api:
-            for i, (off, n) in enumerate([(5, 1), (MiB + 7, 9 * MiB + 3)]):
-                sent: list[int] = []
-                await api.put_part(f"https://127.0.0.1:{port}/store/{i}", {},
-                                   FileRange.of(path, off, n), on_sent=sent.append)
-                assert sum(sent) == n
-            assert api.transport.put_paths["buffered"] == 2
-    finally:
-        await runner.cleanup()
+    port = await tls_apps.start(app)
+    cfg = APIConfig("https", "127.0.0.1", port, "t", ca_cert=str(cert))
+    async with DXClient(cfg, policy=FAST) as api:
+        for i, (off, n) in enumerate([(5, 1), (MiB + 7, 9 * MiB + 3)]):
+            sent: list[int] = []
+            await api.put_part(f"https://127.0.0.1:{port}/store/{i}", {},
+                               FileRange.of(path, off, n), on_sent=sent.append)
+            assert sum(sent) == n
+        assert api.transport.put_paths["buffered"] == 2
     assert got == [(1, md5(data[5:6]), "1"),
                    (9 * MiB + 3, md5(data[MiB + 7:10 * MiB + 10]), str(9 * MiB + 3))]
 
