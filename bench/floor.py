@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -50,13 +51,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import MB, MiB, Run, Server, git_rev, machine, measure
+from common import DX, MiB, Server, git_rev, machine, measure
 from compare import best, prepare, run_tool, warm, links, row, check_ids
 
 from ua.options import DEFAULT_CHUNK_SIZE
 
 HERE = Path(__file__).resolve()
-FAKE_ID = "file-" + "F" * 24
 
 
 # --------------------------------------------------------------------------- floor server
@@ -69,16 +69,43 @@ def serve(port_file: str) -> None:
         for c in chunks:
             h.update(c)
 
+    files: dict[str, dict] = {}  # file ID -> {"name", "project", "parts": {index: {...}}}
+    counter = iter(range(1, 1 << 62))
+    params = {"minimumPartSize": 5 * MiB, "maximumPartSize": 5 * 1024 * MiB,
+              "maximumFileSize": 5 * 1024 ** 4, "maximumNumParts": 10_000,
+              "emptyLastPartAllowed": True}
+
     async def post(request: web.Request) -> web.Response:
+        # Just enough of the API for the floor client and for dx upload (which also asks
+        # for the project's fileUploadParameters and describes each file before /close).
         body = await request.json() if request.can_read_body else {}
         route = request.match_info["route"]
-        if route.endswith("/upload"):
-            url = f"http://{request.host}/put/{body.get('index', 1)}"
-            return web.json_response({"url": url, "expires": 1 << 62, "headers": {
-                "content-length": str(body.get("size", 0)), "content-md5": body.get("md5", "")}})
+        obj, _, verb = route.partition("/")
         if route == "file/new":
-            return web.json_response({"id": FAKE_ID})
-        return web.json_response({"id": FAKE_ID})
+            fid = f"file-{next(counter):024d}"
+            files[fid] = {"name": body.get("name") or fid, "project": body.get("project"),
+                          "parts": {}}
+            return web.json_response({"id": fid})
+        if verb == "upload":
+            idx = body.get("index", 1)
+            url = f"http://{request.host}/put/{obj}/{idx}"
+            hdrs = {"content-length": str(body.get("size", 0))}
+            if body.get("md5"):
+                hdrs["content-md5"] = base64.b64encode(bytes.fromhex(body["md5"])).decode()
+            return web.json_response({"url": url, "expires": 1 << 62, "headers": hdrs})
+        if obj.startswith("project-") and verb == "describe":
+            return web.json_response({"id": obj, "class": "project", "name": obj,
+                                      "level": "ADMINISTER", "fileUploadParameters": params})
+        if obj.startswith("file-") and verb == "describe":
+            f = files.get(obj, {"name": obj, "project": None, "parts": {}})
+            return web.json_response({
+                "id": obj, "class": "file", "project": f["project"], "folder": "/",
+                "name": f["name"], "state": "open", "hidden": False, "types": [], "tags": [],
+                "properties": {}, "details": {}, "media": "", "created": 0, "modified": 0,
+                "size": sum(p["size"] for p in f["parts"].values()), "parts": f["parts"],
+                "createdBy": {"user": "user-floor"}, "sponsored": False, "links": [],
+                "archivalState": "live"})
+        return web.json_response({"id": obj})
 
     async def put(request: web.Request) -> web.Response:
         h = hashlib.md5()
@@ -99,13 +126,17 @@ def serve(port_file: str) -> None:
                 md5_many(h, batch)
             size += n
         want = request.headers.get("content-md5")
-        if want and want != h.hexdigest():
+        if want and base64.b64decode(want) != h.digest():
             return web.Response(status=400, text="BadDigest")
+        f = files.get(request.match_info["file"])
+        if f is not None:
+            f["parts"][request.match_info["index"]] = {"size": size, "md5": h.hexdigest(),
+                                                       "state": "complete"}
         return web.Response(headers={"ETag": h.hexdigest()})
 
     app = web.Application(client_max_size=1 << 40)
     app.router.add_post("/{route:.+}", post)
-    app.router.add_put("/put/{index}", put)
+    app.router.add_put("/put/{file}/{index}", put)
 
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -301,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             srcs = data[name] if name == "many" else [data[name]]
             warm(srcs)
             nbytes = sum(p.stat().st_size for p in srcs)
-            variants = ["ua", "dx", "floor", "floor×ua-server"] + (
+            variants = ["ua", "dx", "floor", "floor×ua-server", "dx×floor-server"] + (
                 ["floor-net", "floor c32"] if name == "many" else [])
             rows: dict[str, list[dict]] = {v: [] for v in variants}
             for k in range(a.repeat):
@@ -314,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
                     elif v == "floor×ua-server":  # the floor client against the real server
                         env = server.env_in(server.new_project(f"{name}{t}{k}"))
                         r = measure(floor_cmd(server.url, name, paths, 8, d), env, server,
+                                    cwd=str(d))
+                        check_ids(r, len(paths), f"{name}/{v}")
+                    elif v == "dx×floor-server":  # dx when the server costs (almost) nothing
+                        env = server.env_in(server.new_project(f"{name}{t}{k}"))
+                        env["DX_APISERVER_PORT"] = floor.url.rsplit(":", 1)[1]
+                        r = measure(DX + ["upload", "--brief", "--no-progress"] +
+                                    [str(p.relative_to(d)) for p in paths], env, floor,
                                     cwd=str(d))
                         check_ids(r, len(paths), f"{name}/{v}")
                     else:
@@ -368,11 +406,23 @@ def report(res: dict) -> str:
                        f"{r[per[1]]:.2f} {per[2]} | {ratio:.2f}× | "
                        f"{'≥ %.1f×' % targets[name] if v != 'dx' else ''} |")
     out.append("")
+    out.append("Like for like (both uploaders against the same server):")
+    for name, s in res["scenarios"].items():
+        b = s["best"]
+        key = "files_per_s" if name == "many" else "MB_per_s"
+        pairs = [("ua-server", "ua", "dx"), ("ua-server", "floor×ua-server", "dx"),
+                 ("floor server", "floor", "dx×floor-server")]
+        for srv, a_, d_ in pairs:
+            if a_ in b and d_ in b:
+                out.append(f"- {name}, {srv}: {a_} ÷ {d_} = "
+                           f"{b[a_][key] / b[d_][key]:.2f}× (target ≥ {targets[name]:.1f}×)")
+    out.append("")
     out.append("floor: the protocol's unavoidable work on aiohttp (no database, no disk, no "
                "auth on the server; no resume, verification or retries on the client); "
                "floor-net: the same with bodies compressed and hashed before the clock starts; "
                "c32: 32 files in flight instead of 8; floor×ua-server: the floor client against the "
-               "real ua-server (what any client could reach with this server).")
+               "real ua-server (what any client could reach with this server); dx×floor-server: dx "
+               "upload against the floor server (dx when the server costs almost nothing).")
     return "\n".join(out)
 
 
