@@ -85,6 +85,7 @@ class Server:
         self.url = m.group(1)
         self.ps = psutil.Process(self.proc.pid)
         self._env = self._read_env()
+        self._log_pos = 0  # new_requests() reads on from here
 
     def _read_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -147,6 +148,19 @@ class Server:
         with open(path) as fh:
             lines = fh.readlines()
         return [json.loads(x) for x in lines[skip:] if x.strip()]
+
+    def new_requests(self) -> list[dict]:
+        """Request-log records appended since the last call (complete lines only)."""
+        path = self.data_dir / "requests.jsonl"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self._log_pos)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self._log_pos += end
+        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
 
     def request_count(self) -> int:
         path = self.data_dir / "requests.jsonl"

@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +43,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 from isal import igzip
+
+from common import Server
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -101,66 +102,12 @@ def generate(src: Path, n: int, seed: int) -> tuple[dict[str, str], int]:
     return digests, total
 
 
-# ----------------------------------------------------------------------------- server
-class Server:
-    def __init__(self, data_dir: Path, fault: str, seed: int):
-        self.data_dir = data_dir
-        args = [sys.executable, "-m", "ua.server.cli", "serve", "--data-dir", str(data_dir),
-                "--host", "127.0.0.1", "--port", "0", "--fault", fault, "--fault-seed", str(seed)]
-        self.log = open(data_dir.parent / "server.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, cwd=REPO)
-        line = self.proc.stdout.readline().decode()
-        m = re.match(r"ua-server listening on (http://\S+)", line)
-        if not m:
-            self.proc.kill()
-            raise SystemExit(f"ua-server did not start: {line!r}")
-        self.url = m.group(1)
-        env = {}
-        for ln in (data_dir / "dx-env").read_text().splitlines():
-            mm = re.match(r"export (\w+)=(.*)$", ln)
-            if mm:
-                v = mm.group(2)
-                env[mm.group(1)] = v[1:-1] if v.startswith("'") else v
-        self.env = env
-        self.token = json.loads(env["DX_SECURITY_CONTEXT"])["auth_token"]
-        self.project = env["DX_PROJECT_CONTEXT_ID"]
-        self._log_pos = 0
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-    def new_requests(self) -> list[dict]:
-        """Request-log records appended since the last call (complete lines only)."""
-        path = self.data_dir / "requests.jsonl"
-        try:
-            with open(path, "rb") as f:
-                f.seek(self._log_pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n") + 1
-        self._log_pos += end
-        out = []
-        for line in chunk[:end].splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-
 # ----------------------------------------------------------------------------- ua run
 def run_ua(server: Server, src: Path, duration: float | None, extra_env: dict,
            sample_every: float = 0.5, only: list[str] | None = None) -> dict:
     """One ``ua`` over the whole tree, or (``only``) over these files via a manifest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DX_")}
-    env.update(server.env)
-    env["DX_USER_CONF_DIR"] = str(src.parent / "dxconf")
+    env.update(server.env())
     env.update(extra_env)
     cmd = [sys.executable, "-m", "ua", "--json", "--override-file-limit", "-s", "5M", "-r", "8"]
     if only is None:
@@ -352,7 +299,7 @@ def main() -> int:
     digests, total = generate(src, a.files, a.seed)
     print(f"generated {len(digests)} files, {total / 1e6:.1f} MB in {time.monotonic() - t:.1f} s",
           flush=True)
-    server = Server(work / "data", spec, a.seed)
+    server = Server(str(work), "--fault", spec, "--fault-seed", str(a.seed))
     report: dict = {"files": a.files, "bytes": total, "duration_limit": a.duration,
                     "fault_spec": spec, "command": " ".join(sys.argv)}
     ok = False
@@ -363,7 +310,7 @@ def main() -> int:
         done = [x for x in files if x["state"] in ("uploaded", "already_uploaded")]
         bytes_done = sum(x["bytes_read"] for x in done)
         faults: dict[str, int] = {}
-        for r in (json.loads(x) for x in (work / "data" / "requests.jsonl").read_text().splitlines()
+        for r in (json.loads(x) for x in (server.data_dir / "requests.jsonl").read_text().splitlines()
                   if x.strip()):
             if r.get("fault"):
                 faults[r["fault"]] = faults.get(r["fault"], 0) + 1
