@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from json.encoder import encode_basestring_ascii as _encode_str
+
 from aiohttp import web
 
 from . import errors as E
@@ -58,20 +60,39 @@ class Config:
     load_web: bool = True  # call ua.server.web.setup(app, service) when that package exists
 
 
+def _jstr(v: Any) -> str:
+    """``json.dumps(v)`` for the log's string-or-null fields, with json's own C encoder."""
+    if v is None:
+        return "null"
+    return _encode_str(v) if type(v) is str else json.dumps(v)
+
+
+def _jint(v: Any) -> str:
+    return repr(v) if type(v) is int else json.dumps(v)
+
+
 class RequestLog:
+    """One line per request, appended with a single ``write(2)`` on an O_APPEND descriptor
+    before the response is sent. The line is exactly ``json.dumps`` of the record (same keys,
+    order and separators), formatted directly instead of through a dict and the encoder."""
+
     def __init__(self, path: Path):
-        self.f = open(path, "a", encoding="utf-8")
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
     def write(self, *, method: str, route: str, status: int, file: str | None, index: int | None,
               nbytes: int, start: float, fault: str | None) -> None:
-        rec = {"t": round(time.time(), 3), "method": method, "route": route, "status": status,
-               "file": file, "index": index, "bytes": nbytes,
-               "ms": round((time.monotonic() - start) * 1000, 1), "fault": fault}
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
+        t = round(time.time(), 3)
+        ms = round((time.monotonic() - start) * 1000, 1)
+        line = (f'{{"t": {t!r}, "method": {_jstr(method)}, "route": {_jstr(route)}, '
+                f'"status": {_jint(status)}, "file": {_jstr(file)}, "index": {_jint(index)}, '
+                f'"bytes": {_jint(nbytes)}, "ms": {ms!r}, "fault": {_jstr(fault)}}}\n').encode()
+        while line:
+            line = line[os.write(self.fd, line):]
 
     def close(self) -> None:
-        self.f.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class State:
@@ -81,10 +102,16 @@ class State:
         self.faults = Faults(config.fault_spec, config.fault_seed)
         self.log = RequestLog(config.data_dir / "requests.jsonl")
         self.pending_close: set[asyncio.TimerHandle] = set()
+        self.file_routes = _file_routes(service)
+        self.project_routes = _project_routes(service)
+        self.system_routes = _system_routes(service)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # = json.dumps(obj, separators=(",", ":"))
 
 
 def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    body = _ENCODER.encode(obj).encode()
     return web.Response(body=body, status=status, content_type="application/json",
                         headers=headers)
 
@@ -184,7 +211,8 @@ async def _read_json(request: web.Request) -> dict:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw, parse_constant=_not_json_constant)
+        # = json.loads(raw, parse_constant=...) without building a decoder per request
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError):
         raise E.MalformedJSON("The request body could not be parsed as JSON") from None
     except RecursionError:
@@ -200,6 +228,9 @@ def _not_json_constant(name: str):
     """json.loads accepts NaN/Infinity/-Infinity, which RFC 8259 does not: stored, they come
     back in describe output as bare ``NaN`` that strict JSON parsers reject."""
     raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json_constant)
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
@@ -282,7 +313,7 @@ def dispatch(request: web.Request, st: State, a: str, b: str, inp: dict) -> Any:
             raise E.InvalidInput(str(exc)) from None
         return {"spec": st.faults.spec}
     if a == "system":
-        fn = _system_routes(svc).get(b)
+        fn = st.system_routes.get(b)
         if fn is None:
             raise E.ResourceNotFound(f"Unknown route /{a}/{b}")
         return fn(caller, inp)
@@ -296,9 +327,9 @@ def dispatch(request: web.Request, st: State, a: str, b: str, inp: dict) -> Any:
             return svc.file_upload(caller, a, inp, base_url(request))
         if b == "download":
             return svc.file_download(caller, a, inp, base_url(request))
-        fn = _file_routes(svc).get(b)
+        fn = st.file_routes.get(b)
     elif cls in ("project", "container"):
-        fn = _project_routes(svc).get(b)
+        fn = st.project_routes.get(b)
     elif cls == "user":
         if b == "describe":
             return svc.describe_user(caller, a)

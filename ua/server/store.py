@@ -86,8 +86,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_DUMPS = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
 def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """``json.dumps(value, separators=(",", ":"), sort_keys=True)`` (one encoder, reused)."""
+    return _DUMPS(value)
 
 
 class Store:
