@@ -392,6 +392,15 @@ def machine() -> dict:
             "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
+def write_results(path: str | None, res: dict, text: str) -> None:
+    """``--json PATH``: all numbers as JSON, and the printed report next to it as .md."""
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(res, indent=1) + "\n")
+    Path(path).with_suffix(".md").write_text(text + "\n")
+
+
 def git_rev() -> str:
     """HEAD, plus ``+dirty(files)`` when ua/ has uncommitted changes (the benchmark runs the
     working tree, which other people may be editing)."""

@@ -28,7 +28,6 @@ many ua >= 5x dx files/s; ua peak RSS <= its stated memory bound
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -39,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import (DX, GB, MB, UA, MiB, Run, Server, check_closed, check_ids, datagen, git_rev,
-                    machine, md5_file, measure, verify_roundtrip)
+                    machine, md5_file, measure, verify_roundtrip, write_results)
 
 from ua.options import DEFAULT_CHUNK_SIZE, default_compress_threads
 
@@ -419,10 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     res["load_end"] = [round(x, 2) for x in os.getloadavg()]
     text = report(res)
     print(text)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
-        Path(a.json).with_suffix(".md").write_text(text + "\n")
+    write_results(a.json, res, text)
     return 0
 
 

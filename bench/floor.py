@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -52,7 +53,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import DX, MiB, Server, git_rev, machine, measure
+from common import DX, MiB, Server, git_rev, machine, measure, write_results
 from compare import best, prepare, run_tool, warm, links, row, check_ids
 
 from ua.options import DEFAULT_CHUNK_SIZE
@@ -196,8 +197,25 @@ def _project() -> str:
     return os.environ.get("DX_PROJECT_CONTEXT_ID", "project-x")
 
 
-async def client_many(url: str, paths: list[str], concurrency: int, precompute: bool) -> None:
+@contextlib.asynccontextmanager
+async def _api_session(url: str, concurrency: int):
+    """A bare aiohttp session (no proxies from the environment, no cookies) and a ``post``
+    that sends one JSON API call and returns the decoded answer."""
     import aiohttp
+
+    auth = {"Content-Type": "application/json", **_auth()}
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency + 4), trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar()) as s:
+        async def post(route: str, body: dict) -> dict:
+            async with s.post(url + route, data=json.dumps(body).encode(), headers=auth) as r:
+                r.raise_for_status()
+                return await r.json()
+
+        yield s, post
+
+
+async def client_many(url: str, paths: list[str], concurrency: int, precompute: bool) -> None:
     from isal import igzip
 
     def encode(p: str) -> tuple[bytes, str]:
@@ -207,15 +225,7 @@ async def client_many(url: str, paths: list[str], concurrency: int, precompute: 
 
     bodies = [encode(p) for p in paths] if precompute else None
     sem = asyncio.Semaphore(concurrency)
-    conn = aiohttp.TCPConnector(limit=concurrency + 4)
-    auth = {"Content-Type": "application/json", **_auth()}
-    async with aiohttp.ClientSession(connector=conn, trust_env=False,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as s:
-        async def post(route: str, body: dict) -> dict:
-            async with s.post(url + route, data=json.dumps(body).encode(), headers=auth) as r:
-                r.raise_for_status()
-                return await r.json()
-
+    async with _api_session(url, concurrency) as (s, post):
         async def one(i: int, p: str) -> str:
             async with sem:
                 if bodies is not None:
@@ -238,7 +248,6 @@ async def client_many(url: str, paths: list[str], concurrency: int, precompute: 
 
 
 async def client_gz(url: str, path: str, concurrency: int, part: int) -> None:
-    import aiohttp
     from ua.api.filebody import FileRange, FileRangePayload, range_md5
 
     size = os.path.getsize(path)
@@ -246,15 +255,7 @@ async def client_gz(url: str, path: str, concurrency: int, part: int) -> None:
     sem = asyncio.Semaphore(concurrency)
     loop = asyncio.get_running_loop()
     st = os.stat(path)
-    conn = aiohttp.TCPConnector(limit=concurrency + 4)
-    auth = {"Content-Type": "application/json", **_auth()}
-    async with aiohttp.ClientSession(connector=conn, trust_env=False,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as s:
-        async def post(route: str, body: dict) -> dict:
-            async with s.post(url + route, data=json.dumps(body).encode(), headers=auth) as r:
-                r.raise_for_status()
-                return await r.json()
-
+    async with _api_session(url, concurrency) as (s, post):
         fid = (await post("/file/new", {"project": _project(), "name": os.path.basename(path)}))["id"]
 
         async def one(index: int, off: int, n: int) -> None:
@@ -380,10 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     res["load_end"] = [round(x, 2) for x in os.getloadavg()]
     text = report(res)
     print(text)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
-        Path(a.json).with_suffix(".md").write_text(text + "\n")
+    write_results(a.json, res, text)
     return 0
 
 

@@ -81,6 +81,16 @@ def wait_state(h, fid: str, state: str, token: str | None = None, timeout: float
         time.sleep(0.05)
 
 
+def wait_temp_part(h, fid: str, timeout: float = 5) -> None:
+    """Wait until a PUT of ``fid`` has its temp part file on disk (the body is arriving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list((h.data_dir / "blobs" / fid).glob("*.tmp.*")):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no temp file appeared")
+
+
 def requests_for(h, fid: str, route: str | None = None) -> list[dict]:
     return [r for r in h.requests() if r.get("file") == fid and (route is None or r["route"] == route)]
 

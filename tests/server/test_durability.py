@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.parse
 
-from srvutil import md5hex, new_file, ok, put_part, raw, upload, wait_state
+from srvutil import md5hex, new_file, ok, put_part, raw, upload, wait_state, wait_temp_part
 
 
 def _start_partial_put(h, fid, index, data, fraction=0.5):
@@ -23,15 +23,6 @@ def _start_partial_put(h, fid, index, data, fraction=0.5):
     return s
 
 
-def _wait_tmp(h, fid, timeout=5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if list((h.data_dir / "blobs" / fid).glob("*.tmp.*")):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no temp file appeared")
-
-
 def test_kill_mid_upload_then_resume(make_server):
     h = make_server(min_part_size=1)
     done = upload(h, [b"closed before the crash"], name="safe.txt")
@@ -40,7 +31,7 @@ def test_kill_mid_upload_then_resume(make_server):
     assert put_part(h, fid, 1, p1)[0] == 200
     assert put_part(h, fid, 2, p2)[0] == 200
     sock = _start_partial_put(h, fid, 3, p3)
-    _wait_tmp(h, fid)
+    wait_temp_part(h, fid)
     h.kill()
     sock.close()
     h.restart()

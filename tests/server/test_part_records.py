@@ -14,7 +14,7 @@ import socket
 import time
 import urllib.parse
 
-from srvutil import call, md5hex, new_file, ok, raw, wait_state
+from srvutil import call, md5hex, new_file, ok, raw, wait_state, wait_temp_part
 
 
 def _start_put(url: str, body: bytes, sent: int) -> socket.socket:
@@ -37,15 +37,6 @@ def _finish_put(s: socket.socket, rest: bytes) -> tuple[int, bytes]:
         s.close()
 
 
-def _wait_tmp(h, fid, timeout=5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if list((h.data_dir / "blobs" / fid).glob("*.tmp.*")):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no temp file appeared")
-
-
 def test_put_finishing_after_close_is_refused_and_changes_nothing(make_server):
     h = make_server(min_part_size=1)
     fid = new_file(h, name="late.bin")
@@ -55,7 +46,7 @@ def test_put_finishing_after_close_is_refused_and_changes_nothing(make_server):
     assert raw(info["url"], "PUT", first, {})[0] == 200
     before = ok(h, f"/{fid}/describe")
     s = _start_put(info["url"], late, size // 2)  # a replay of the same URL, still in flight
-    _wait_tmp(h, fid)
+    wait_temp_part(h, fid)
     ok(h, f"/{fid}/close")
     closed = wait_state(h, fid, "closed")
     st, resp = _finish_put(s, late[size // 2:])
@@ -76,7 +67,7 @@ def test_put_finishing_after_removal_is_refused_and_leaves_nothing(make_server):
     body = os.urandom(400_000)
     info = ok(h, f"/{fid}/upload", {"index": 1, "size": len(body), "md5": md5hex(body)})
     s = _start_put(info["url"], body, len(body) // 2)
-    _wait_tmp(h, fid)
+    wait_temp_part(h, fid)
     ok(h, f"/{h.project_id}/removeObjects", {"objects": [fid]})
     st, resp = _finish_put(s, body[len(body) // 2:])
     assert st == 409 and b"<Code>ResourceNotFound</Code>" in resp, (st, resp)
