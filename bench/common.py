@@ -392,8 +392,12 @@ def machine() -> dict:
             "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
-def write_results(path: str | None, res: dict, text: str) -> None:
-    """``--json PATH``: all numbers as JSON, and the printed report next to it as .md."""
+def publish(res: dict, report, path: str | None) -> None:
+    """End of a comparison run: note the load, print ``report(res)``, and with ``--json
+    PATH`` write all numbers as JSON and the printed report next to it as .md."""
+    res["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = report(res)
+    print(text)
     if not path:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)

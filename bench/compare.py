@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import (DX, GB, MB, UA, MiB, Run, Server, check_closed, check_ids, datagen, git_rev,
-                    machine, md5_file, measure, verify_roundtrip, write_results)
+                    machine, md5_file, measure, verify_roundtrip, publish)
 
 from ua.options import DEFAULT_CHUNK_SIZE, default_compress_threads
 
@@ -415,10 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop(keep=a.keep)
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
-    res["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = report(res)
-    print(text)
-    write_results(a.json, res, text)
+    publish(res, report, a.json)
     return 0
 
 

@@ -53,7 +53,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import DX, MiB, Server, git_rev, machine, measure, write_results
+from common import DX, MiB, Server, git_rev, machine, measure, publish
 from compare import best, prepare, run_tool, warm, links, row, check_ids
 
 from ua.options import DEFAULT_CHUNK_SIZE
@@ -378,10 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    res["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = report(res)
-    print(text)
-    write_results(a.json, res, text)
+    publish(res, report, a.json)
     return 0
 
 
