@@ -198,7 +198,8 @@ async def bench(srv: Server, a) -> dict[str, list[float]]:
             assert all(g == got[0] for g in got), got
 
             # one exact-value lookup per file (the per-file resume lookup of a simple client)
-            sample = all_fids[: min(len(all_fids), 200)]
+            # files r{last}-000000 … of this round's "new" phase: a.files of them
+            sample = range(min(a.files, 200))
 
             async def find_exact(i):
                 body = {"class": "file", "properties": {
