@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import socket
@@ -28,7 +27,7 @@ from aiohttp import web
 from . import errors as E
 from .blobs import PartWriter
 from .faults import API_KINDS, PUT_KINDS, Faults
-from .service import ADMIN_USER, ADMINISTER, Caller, Service, UploadParams
+from .service import ADMIN_USER, ADMINISTER, Service, UploadParams
 from .signing import SignatureError, check, sign_download, sign_upload
 from .store import Store
 
@@ -56,6 +55,10 @@ class Config:
     fault_seed: int | None = None
     params: UploadParams = field(default_factory=UploadParams)
     upload_url_ttl: int = 3600
+    # requests.jsonl is renamed to requests.jsonl.1 (.1 to .2, …) once it passes this size;
+    # request_log_keep rotated files are kept. 0 = one file that grows without limit.
+    request_log_max_bytes: int = 256 * 1024 * 1024
+    request_log_keep: int = 4
     setup_hooks: list[Callable[[web.Application, Service], None]] = field(default_factory=list)
     load_web: bool = True  # call ua.server.web.setup(app, service) when that package exists
 
@@ -74,10 +77,37 @@ def _jint(v: Any) -> str:
 class RequestLog:
     """One line per request, appended with a single ``write(2)`` on an O_APPEND descriptor
     before the response is sent. The line is exactly ``json.dumps`` of the record (same keys,
-    order and separators), formatted directly instead of through a dict and the encoder."""
+    order and separators), formatted directly instead of through a dict and the encoder.
 
-    def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    A landing zone runs for months: once the file passes ``max_bytes`` it is rotated like
+    logrotate does (``requests.jsonl`` → ``.1`` → ``.2`` …, the oldest beyond ``keep``
+    deleted) and a fresh one is started; a line is never split between two files."""
+
+    def __init__(self, path: Path, max_bytes: int = 0, keep: int = 4):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = max(0, keep)
+        self.fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self.size = os.fstat(self.fd).st_size
+
+    def _rotate(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        base = os.fspath(self.path)
+        if self.keep == 0:
+            os.unlink(base)
+        else:
+            for k in range(self.keep - 1, 0, -1):  # .3 → .4, .2 → .3, .1 → .2 (.keep is replaced)
+                try:
+                    os.replace(f"{base}.{k}", f"{base}.{k + 1}")
+                except FileNotFoundError:
+                    pass
+            os.replace(base, f"{base}.1")
+        self._open()
 
     def write(self, *, method: str, route: str, status: int, file: str | None, index: int | None,
               nbytes: int, start: float, fault: str | None) -> None:
@@ -86,8 +116,18 @@ class RequestLog:
         line = (f'{{"t": {t!r}, "method": {_jstr(method)}, "route": {_jstr(route)}, '
                 f'"status": {_jint(status)}, "file": {_jstr(file)}, "index": {_jint(index)}, '
                 f'"bytes": {_jint(nbytes)}, "ms": {ms!r}, "fault": {_jstr(fault)}}}\n').encode()
+        self.size += len(line)
         while line:
             line = line[os.write(self.fd, line):]
+        if self.max_bytes and self.size >= self.max_bytes:
+            try:
+                self._rotate()
+            except OSError as exc:  # keep serving; the log stays in the current file
+                print(f"ua-server: request log rotation failed, logging on in {self.path}: "
+                      f"{exc}", file=sys.stderr)
+                if self.fd < 0:
+                    self._open()
+                self.max_bytes = 0
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -100,7 +140,8 @@ class State:
         self.config = config
         self.service = service
         self.faults = Faults(config.fault_spec, config.fault_seed)
-        self.log = RequestLog(config.data_dir / "requests.jsonl")
+        self.log = RequestLog(config.data_dir / "requests.jsonl",
+                              config.request_log_max_bytes, config.request_log_keep)
         self.pending_close: set[asyncio.TimerHandle] = set()
         self.file_routes = _file_routes(service)
         self.project_routes = _project_routes(service)

@@ -154,6 +154,11 @@ def serve(
     empty_last_part: bool = typer.Option(True, "--empty-last-part/--no-empty-last-part",
                                          help="fileUploadParameters.emptyLastPartAllowed"),
     upload_url_ttl: int = typer.Option(3600, help="Seconds an /upload URL stays valid."),
+    request_log_max_bytes: int = typer.Option(
+        256 * 1024 * 1024, min=0,
+        help="Rotate DIR/requests.jsonl to requests.jsonl.1 (.1 to .2, ...) past this size; "
+             "0 never rotates."),
+    request_log_keep: int = typer.Option(4, min=0, help="Rotated request logs to keep."),
 ):
     """Run the server (bootstraps an empty data dir)."""
     from .app import Config
@@ -170,7 +175,8 @@ def serve(
                     fault_spec=fault, fault_seed=fault_seed,
                     params=UploadParams(min_part_size, max_part_size, max_file_size,
                                         max_num_parts, empty_last_part),
-                    upload_url_ttl=upload_url_ttl)
+                    upload_url_ttl=upload_url_ttl, request_log_max_bytes=request_log_max_bytes,
+                    request_log_keep=request_log_keep)
     asyncio.run(_serve(config))
 
 
