@@ -54,6 +54,16 @@ def _run(fn, *args, **kwargs):
 # serve
 # ============================================================================================
 
+def connect_host(bind_host: str) -> str:
+    """The host clients should use for a server bound to ``bind_host``, as it goes into a URL:
+    loopback for the wildcard addresses, an IPv6 literal in brackets (``[::1]``)."""
+    if bind_host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    if ":" in bind_host and not bind_host.startswith("["):
+        return f"[{bind_host}]"
+    return bind_host
+
+
 def write_dx_env(data_dir: Path, host: str, port: int, token: str, project: str) -> None:
     ctx = json.dumps({"auth_token_type": "Bearer", "auth_token": token})
     text = (f"export DX_APISERVER_PROTOCOL=http\n"
@@ -125,7 +135,7 @@ async def _serve(config) -> None:
         for sock in site._server.sockets:  # type: ignore[union-attr]
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    env_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    env_host = connect_host(config.host)
     write_dx_env(config.data_dir, env_host, port, token, project)
     sys.stdout.write(f"ua-server listening on http://{env_host}:{port}\n")
     sys.stdout.flush()
