@@ -62,3 +62,38 @@ def test_admin_on_missing_dir(tmp_path):
     p = subprocess.run([sys.executable, "-m", "ua.server.cli", "token", "list", "--data-dir",
                         str(tmp_path / "none")], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "not a ua-server data dir" in p.stderr
+
+
+def test_purge_open_removes_only_abandoned_open_files(ua_server):
+    import time
+
+    h = ua_server
+    pid = h.new_project("landing")
+    old_open = new_file(h, pid, "abandoned.bin")
+    assert put_part(h, old_open, 1, b"stale bytes")[0] == 200
+    old_closed = upload(h, [b"finished"], project=pid, name="done.txt")
+    other = h.new_project("elsewhere")
+    other_open = new_file(h, other, "other.bin")
+    time.sleep(2.2)
+    fresh_open = new_file(h, pid, "in-progress.bin")
+    assert (h.data_dir / "blobs" / old_open).is_dir()
+
+    dry = h.admin_run("purge-open", "--older-than", "2s", "--project", "landing", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert [line.split("\t")[0] for line in dry.stdout.splitlines()] == [old_open]
+    assert "would remove 1 open file(s), 11 bytes" in dry.stderr
+    assert ok(h, f"/{old_open}/describe")["state"] == "open"  # nothing removed
+
+    out = h.admin_run("purge-open", "--older-than", "2s", "--project", "landing")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith(f"{old_open}\t{pid}\t") and line.endswith("\t11\t1 parts\t/abandoned.bin")
+    assert err_type(call(h, f"/{old_open}/describe")[1]) == "ResourceNotFound"
+    assert not (h.data_dir / "blobs" / old_open).exists()
+    assert ok(h, f"/{fresh_open}/describe")["state"] == "open"   # too young
+    assert ok(h, f"/{old_closed}/describe")["state"] == "closed"  # not open
+    assert ok(h, f"/{other_open}/describe")["state"] == "open"    # other project
+
+    assert h.admin_run("purge-open", "--older-than", "soon").returncode == 2
+    assert h.admin_run("purge-open", "--older-than", "0").returncode == 2
+    assert h.admin_run("purge-open", "--older-than", "1d", "--project", "nope").returncode == 1

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -263,6 +264,34 @@ def files(project: str, data_dir: Path = DataDir):
     for f in _run(_service(data_dir).op_list_files, project):
         path = f["folder"].rstrip("/") + "/" + f["name"]
         typer.echo(f"{f['id']}\t{f['state']}\t{f['size']}\t{f['complete']}/{f['parts']} parts\t{path}")
+
+
+@app.command("purge-open")
+def purge_open(
+    data_dir: Path = DataDir,
+    older_than: str = typer.Option(..., help="Age since the file was last touched, e.g. 7d, 12h."),
+    project: Optional[str] = typer.Option(None, help="Only this project (ID or name)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List, remove nothing."),
+):
+    """Remove open files untouched for --older-than (abandoned uploads) and their parts.
+
+    An interrupted ua run leaves its files open so a re-run can resume them; run this from
+    cron with an age well beyond how long uploaders may take to come back."""
+    try:
+        secs = parse_duration(older_than)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if secs <= 0:
+        _fail("--older-than must be positive", 2)
+    gone = _run(_service(data_dir).op_purge_open, secs, project, dry_run=dry_run)
+    now = time.time()
+    for f in gone:
+        path = f["folder"].rstrip("/") + "/" + f["name"]
+        age_h = (now - f["modified"] / 1000) / 3600
+        typer.echo(f"{f['id']}	{f['project']}	{age_h:.1f}h	{f['bytes']}	{f['parts']} parts	{path}")
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {len(gone)} open file(s), {sum(f['bytes'] for f in gone)} bytes",
+               err=True)
 
 
 @member_app.command("add")

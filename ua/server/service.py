@@ -1406,6 +1406,42 @@ class Service:
                         "complete": sum(p.state == "complete" for p in parts)})
         return out
 
+    def op_purge_open(self, older_than_s: int, project: str | None = None, *,
+                      dry_run: bool = False) -> list[dict]:
+        """Open files nobody has touched (``modified``: /file/new, a stored part, metadata)
+        for ``older_than_s`` seconds, in one project or all: uploads that were abandoned
+        rather than interrupted. Removes their rows and part files unless ``dry_run``; the
+        age is checked again inside the deleting transaction, so a file that an uploader
+        resumed meanwhile stays."""
+        if older_than_s <= 0:
+            raise E.InvalidInput("the age must be positive")
+        cutoff = now_ms() - older_than_s * 1000
+        sql = "SELECT * FROM files WHERE state='open' AND modified < ?"
+        args: list = [cutoff]
+        if project is not None:
+            sql += " AND project_id=?"
+            args.append(self.op_resolve_project(project))
+        out = []
+        for r in self.store.q(sql + " ORDER BY modified", args):
+            parts = self._parts(r["id"])
+            out.append({"id": r["id"], "project": r["project_id"], "folder": r["folder"],
+                        "name": r["name"], "modified": r["modified"],
+                        "bytes": sum(p.size or 0 for p in parts if p.state == "complete"),
+                        "parts": sum(p.state == "complete" for p in parts)})
+        if dry_run or not out:
+            return out
+        gone = []
+        with self.store.tx() as c:
+            for f in out:
+                if c.execute("DELETE FROM files WHERE id=? AND state='open' AND modified < ?",
+                             (f["id"], cutoff)).rowcount:
+                    c.execute("DELETE FROM parts WHERE file_id=?", (f["id"],))
+                    c.execute("DELETE FROM props WHERE file_id=?", (f["id"],))
+                    gone.append(f)
+        for f in gone:
+            self._remove_blobs(f["id"])
+        return gone
+
     def op_invite(self, project: str, user: str, level: str) -> None:
         pid = self.op_resolve_project(project)
         uid = self._resolve_user(user)
