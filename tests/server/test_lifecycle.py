@@ -7,7 +7,6 @@ import hashlib
 import time
 import urllib.parse
 
-import pytest
 from srvutil import (call, err_type, md5hex, new_file, ok, put_part, raw, requests_for, upload,
                      wait_state)
 
@@ -101,7 +100,7 @@ def test_closing_finalised_after_restart(make_server):
     assert ok(h, f"/{fid}/describe")["state"] == "closing"
     h.kill()
     h.restart(close_delay=0)
-    d = wait_state(h, fid, "closed")
+    assert wait_state(h, fid, "closed")["state"] == "closed"
     st, _, body = raw(ok(h, f"/{fid}/download")["url"])
     assert body == b"survive"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-from srvutil import call, err_type, new_file, ok, put_part, upload
+from srvutil import call, err_type, new_file, ok, upload
 
 
 def _ok(p):
