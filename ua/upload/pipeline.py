@@ -46,12 +46,12 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Coroutine
 
 from isal import isal_zlib
 
 from ua.api.client import DXClient
-from ua.api.filebody import FileRange, range_md5
+from ua.api.filebody import FileRange, file_identity, range_md5
 from ua.knobs import env_float
 from ua.api.errors import (
     FileTooLarge,
@@ -429,15 +429,13 @@ class _Pipeline:
                         self.open_local(run)
                     raw = await self._run(self.read_pool, os.pread, run.fd, n, off)
                     self.close_local(run)
-                if len(raw) != n:
-                    raise LocalFileChanged(
-                        f"{run.task.label} changed during upload: expected {n} bytes "
-                        f"at offset {off}, read {len(raw)}")
+                _check_read(run, raw, off, n)
                 await self.encode_and_upload(run, i, raw, last=i == plan.num_parts)
             finally:
                 self.close_local(run)
                 self.mem_slots.release()
             return
+        path = run.task.local_path or run.task.label
         try:
             async with asyncio.TaskGroup() as tg:
                 for pos, i in enumerate(indices):
@@ -445,49 +443,36 @@ class _Pipeline:
                         raise asyncio.CancelledError
                     await self.mem_slots.acquire()
                     off, n = plan.part(i)
-                    if not run.compress and n > INLINE_BYTES:
-                        # As-is part: nothing is read here; its task hashes and sends the
-                        # range straight from the file (the slot bounds parts in flight).
-                        try:
-                            rng = FileRange.of(run.task.local_path or run.task.label, off, n,
-                                               run.st)
-                            t = tg.create_task(self.hash_and_upload(run, i, rng))
-                        except BaseException:
-                            self.mem_slots.release()
-                            raise
-                        t.add_done_callback(lambda _t: self.mem_slots.release())
-                        continue
-                    stream: FileRange | None = None
+                    last = i == plan.num_parts
                     try:
-                        if run.fd is None:
-                            self.open_local(run)
-                        if run.compress and i == plan.num_parts:
-                            await self.ensure_crcs(run, plan.num_parts - 1, indices)
-                        off, n = plan.part(i)
-                        if n > INLINE_BYTES:  # compressed (as-is parts went above)
-                            # Compressed in its task, streamed from the file (see
-                            # PartEncoder.encode_file): nothing part-sized is read here.
-                            stream = FileRange.of(run.task.local_path or run.task.label, off,
-                                                  n, run.st)
-                            raw = b""
-                        else:  # small: a thread hop costs more than the read
-                            raw = os.pread(run.fd, n, off)
-                        if stream is None and len(raw) != n:
-                            raise LocalFileChanged(
-                                f"{run.task.label} changed during upload: expected {n} bytes "
-                                f"at offset {off}, read {len(raw)}")
-                        if pos == len(indices) - 1:
-                            self.close_local(run)
+                        if not run.compress and n > INLINE_BYTES:
+                            # As-is part: nothing is read here; its task hashes and sends the
+                            # range straight from the file (the slot bounds parts in flight).
+                            rng = FileRange.of(path, off, n, run.st)
+                            part = self.hash_and_upload(run, i, rng)
+                        else:
+                            if run.fd is None:
+                                self.open_local(run)
+                            if run.compress and last:
+                                await self.ensure_crcs(run, plan.num_parts - 1, indices)
+                            rng = raw = None
+                            if n > INLINE_BYTES:  # compressed (as-is parts went above)
+                                # Compressed in its task, streamed from the file (see
+                                # PartEncoder.encode_file): nothing part-sized is read here.
+                                rng = FileRange.of(path, off, n, run.st)
+                            else:  # small: a thread hop costs more than the read
+                                raw = _check_read(run, os.pread(run.fd, n, off), off, n)
+                            if pos == len(indices) - 1:
+                                self.close_local(run)
+                            if rng is not None:
+                                part = self.encode_range_and_upload(run, i, rng, last=last)
+                            else:
+                                part = self.encode_and_upload(run, i, raw, last=last)
+                                del raw  # the part task owns the bytes now
                     except BaseException:
                         self.mem_slots.release()
                         raise
-                    if stream is not None:
-                        t = tg.create_task(self.encode_range_and_upload(
-                            run, i, stream, last=i == plan.num_parts))
-                        t.add_done_callback(lambda _t: self.mem_slots.release())
-                        continue
-                    self.spawn_part(tg, run, i, raw, i == plan.num_parts)
-                    del raw  # the part task owns the bytes now
+                    self.spawn_part(tg, part)
         finally:
             self.close_local(run)
 
@@ -497,10 +482,7 @@ class _Pipeline:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise LocalFileChanged(f"Cannot open {run.task.label}: {exc.strerror}") from None
-        st = os.fstat(fd)
-        old = run.st
-        if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != \
-                (old.st_ino, old.st_dev, old.st_size, old.st_mtime_ns):
+        if file_identity(os.fstat(fd)) != file_identity(run.st):
             os.close(fd)
             raise LocalFileChanged(f"{run.task.label} changed before its upload started "
                                    "(size or modification time); run again")
@@ -515,11 +497,10 @@ class _Pipeline:
                 off, n = run.plan.part(i)
                 run.crc.add(i, await self._run(self.read_pool, _crc_range, run.fd, off, n), n)
 
-    def spawn_part(self, tg: asyncio.TaskGroup, run: _FileRun, index: int, raw: bytes,
-                   last: bool) -> None:
+    def spawn_part(self, tg: asyncio.TaskGroup, part: Coroutine[Any, Any, None]) -> None:
         """Start a part task that owns one memory slot; the slot is released by a done
         callback, so even a task cancelled before it ever ran gives its slot back."""
-        t = tg.create_task(self.encode_and_upload(run, index, raw, last=last))
+        t = tg.create_task(part)
         t.add_done_callback(lambda _t: self.mem_slots.release())
 
     async def hash_and_upload(self, run: _FileRun, index: int, rng: FileRange) -> None:
@@ -766,7 +747,7 @@ class _Pipeline:
                     self.mem_slots.release()
                     index = 0  # zero parts
                     break
-                self.spawn_part(tg, run, index, raw, last)
+                self.spawn_part(tg, self.encode_and_upload(run, index, raw, last=last))
                 raw = b""  # the part task owns the bytes now
                 if last:
                     break
@@ -831,6 +812,15 @@ async def _in_daemon_thread(fn, *args):
 
     threading.Thread(target=runner, daemon=True, name="ua-stdin").start()
     return await fut
+
+
+def _check_read(run: _FileRun, raw: bytes, off: int, n: int) -> bytes:
+    """``raw``, read at ``off``, if it is the ``n`` bytes planned; a shorter read means the
+    file shrank since it was planned."""
+    if len(raw) != n:
+        raise LocalFileChanged(f"{run.task.label} changed during upload: expected {n} bytes "
+                               f"at offset {off}, read {len(raw)}")
+    return raw
 
 
 def _encode_range(enc: PartEncoder, rng: FileRange, first: bool, last: bool) -> EncodedPart:
