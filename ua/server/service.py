@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import regex
 
-from ua.ids import ID_ALPHABET, ID_LENGTH
+from ua.ids import new_id
 
 from . import errors as E
 from .blobs import fsync_dir
@@ -45,17 +45,6 @@ HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9._]{0,63}$")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 MAX_NAME = 4096
 MAX_NONCE = 128
-
-
-assert len(ID_ALPHABET) == 32  # 5 bits per character
-
-
-def new_id(cls: str) -> str:
-    """A fresh random ID ``<cls>-`` + 24 characters of ua.ids.ID_ALPHABET, each uniform and
-    independent as with ua.ids.new_id, but from one 15-byte read of the OS random source
-    instead of one per character (file/new mints one per call)."""
-    n = int.from_bytes(secrets.token_bytes(ID_LENGTH * 5 // 8 + 1), "big")
-    return cls + "-" + "".join(ID_ALPHABET[(n >> (5 * i)) & 31] for i in range(ID_LENGTH))
 
 
 def level_name(level: int) -> str | None:
@@ -563,16 +552,26 @@ class Service:
         self._delete_files(found)
         return {"id": project_id}
 
-    def _delete_files(self, fids: list[str]) -> None:
+    def _delete_files(self, fids: list[str], *, open_before: int | None = None) -> list[str]:
+        """Remove files, their parts and part files; the IDs removed. ``open_before`` (ms):
+        only files that are, inside the deleting transaction, still open and unmodified
+        since then (another request may have resumed one since it was chosen)."""
+        gone = []
         if not fids:
-            return
+            return gone
         with self.store.tx() as c:
             for fid in fids:
+                if open_before is None:
+                    c.execute("DELETE FROM files WHERE id=?", (fid,))
+                elif not c.execute("DELETE FROM files WHERE id=? AND state='open' AND "
+                                   "modified < ?", (fid, open_before)).rowcount:
+                    continue
                 c.execute("DELETE FROM parts WHERE file_id=?", (fid,))
                 c.execute("DELETE FROM props WHERE file_id=?", (fid,))
-                c.execute("DELETE FROM files WHERE id=?", (fid,))
-        for fid in fids:
+                gone.append(fid)
+        for fid in gone:
             self._remove_blobs(fid)
+        return gone
 
     def _remove_blobs(self, fid: str) -> None:
         d = self.store.file_dir(fid)
@@ -908,13 +907,8 @@ class Service:
                 raise E.InvalidInput("Each object must be an ID or {id, project?, describe?}")
             wanted.append((oid, opts))
         # the same answers as describe_file() per object, from a few queries for all of them
-        rows: dict[str, Any] = {}
-        uniq = list(dict.fromkeys(oid for oid, _ in wanted))
-        for i in range(0, len(uniq), 500):
-            chunk = uniq[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.store.q(f"SELECT * FROM files WHERE id IN ({marks})", chunk):
-                rows[r["id"]] = r
+        rows = {r["id"]: r for r in self.store.q_in("SELECT * FROM files WHERE id IN ({})",
+                                                    (oid for oid, _ in wanted))}
         parts = self._parts_many([oid for oid, opts in wanted
                                   if oid in rows and self._desc_needs_parts(rows[oid], opts)])
         results = []
@@ -935,15 +929,10 @@ class Service:
 
     def _parts_many(self, file_ids: list[str]) -> dict[str, list[PartRow]]:
         """The parts of many files in a few queries (instead of one query per file)."""
-        uniq = list(dict.fromkeys(file_ids))
-        out: dict[str, list[PartRow]] = {fid: [] for fid in uniq}
-        for i in range(0, len(uniq), 500):
-            chunk = uniq[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.store.conn.execute(
-                    f"SELECT file_id, idx, state, size, md5 FROM parts WHERE file_id IN ({marks})"
-                    " ORDER BY file_id, idx", chunk):
-                out[r[0]].append(PartRow(r[1], r[2], r[3], r[4]))
+        out: dict[str, list[PartRow]] = {fid: [] for fid in file_ids}
+        for r in self.store.q_in("SELECT file_id, idx, state, size, md5 FROM parts"
+                                 " WHERE file_id IN ({}) ORDER BY file_id, idx", file_ids):
+            out[r[0]].append(PartRow(r[1], r[2], r[3], r[4]))
         return out
 
     @staticmethod
@@ -969,40 +958,22 @@ class Service:
             return parts_cache[0]
 
         fields = inp.get("fields")
-        if isinstance(fields, dict) and fields and not inp.get("defaultFields"):
-            # only the requested fields are computed (same answer as _select_fields below)
-            out = {"id": r["id"]}
+        with_fields = isinstance(fields, dict) and bool(fields)
+        if with_fields and not inp.get("defaultFields"):
+            out = {"id": r["id"]}  # only the requested fields are computed
+        else:
+            out = {k: get(r, parts) for k, get in _FILE_FIELDS.items() if k not in _EXTRA_FIELDS}
+        if with_fields:
             for k, want in fields.items():
-                if want:
-                    get = _FILE_FIELDS.get(k)
-                    if get is not None:
-                        out[k] = get(r, parts)
+                get = _FILE_FIELDS.get(k)
+                if want and get is not None:
+                    out[k] = get(r, parts)
             return out
-        size = r["size"]
-        if r["state"] == "open":
-            size = sum(p["size"] or 0 for p in parts().values() if p["state"] == "complete")
-        full = {
-            "id": r["id"], "project": r["project_id"], "class": "file", "name": r["name"],
-            "folder": r["folder"], "state": r["state"], "hidden": bool(r["hidden"]),
-            "types": json.loads(r["types"]), "tags": json.loads(r["tags"]), "links": [],
-            "created": r["created"], "modified": r["modified"],
-            "createdBy": {"user": r["created_by"]}, "sponsored": False, "media": r["media"],
-            "archivalState": "live", "size": size,
-        }
-        extra = {
-            "parts": parts,
-            "properties": lambda: json.loads(r["properties"]),
-            "details": lambda: json.loads(r["details"]),
-        }
-        if isinstance(fields, dict) and fields:
-            base = dict(full) if inp.get("defaultFields") else {"id": r["id"]}
-            return _select_fields(base, fields, full, extra)
-        out = full
         if r["state"] == "open":
             out["parts"] = parts()
-        for k, fn in extra.items():
+        for k in _EXTRA_FIELDS:
             if inp.get(k) is True:
-                out[k] = fn()
+                out[k] = _FILE_FIELDS[k](r, parts)
         return out
 
     def describe_file(self, caller: Caller, file_id: str, inp: dict) -> dict:
@@ -1421,26 +1392,18 @@ class Service:
         if project is not None:
             sql += " AND project_id=?"
             args.append(self.op_resolve_project(project))
+        rows = self.store.q(sql + " ORDER BY modified", args)
+        parts = self._parts_many([r["id"] for r in rows])
         out = []
-        for r in self.store.q(sql + " ORDER BY modified", args):
-            parts = self._parts(r["id"])
+        for r in rows:
+            done = [p for p in parts[r["id"]] if p.state == "complete"]
             out.append({"id": r["id"], "project": r["project_id"], "folder": r["folder"],
                         "name": r["name"], "modified": r["modified"],
-                        "bytes": sum(p.size or 0 for p in parts if p.state == "complete"),
-                        "parts": sum(p.state == "complete" for p in parts)})
-        if dry_run or not out:
+                        "bytes": sum(p.size or 0 for p in done), "parts": len(done)})
+        if dry_run:
             return out
-        gone = []
-        with self.store.tx() as c:
-            for f in out:
-                if c.execute("DELETE FROM files WHERE id=? AND state='open' AND modified < ?",
-                             (f["id"], cutoff)).rowcount:
-                    c.execute("DELETE FROM parts WHERE file_id=?", (f["id"],))
-                    c.execute("DELETE FROM props WHERE file_id=?", (f["id"],))
-                    gone.append(f)
-        for f in gone:
-            self._remove_blobs(f["id"])
-        return gone
+        gone = set(self._delete_files([f["id"] for f in out], open_before=cutoff))
+        return [f for f in out if f["id"] in gone]
 
     def op_invite(self, project: str, user: str, level: str) -> None:
         pid = self.op_resolve_project(project)
@@ -1489,8 +1452,10 @@ def _open_size(r, parts) -> int:
     return sum(p["size"] or 0 for p in parts().values() if p["state"] == "complete")
 
 
-# Service._file_desc with ``fields``: field -> value from (file row, parts()); the same keys
-# and values as its ``full`` and ``extra`` mappings.
+# A file's describe fields: field -> value from (file row, parts()), in the order of a
+# default describe. _EXTRA_FIELDS are only given when asked for (they cost a query or a
+# JSON decode); "parts" is also given for open files.
+_EXTRA_FIELDS = ("parts", "properties", "details")
 _FILE_FIELDS: dict[str, Callable] = {
     "id": lambda r, parts: r["id"],
     "project": lambda r, parts: r["project_id"],

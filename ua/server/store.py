@@ -21,6 +21,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -198,6 +199,14 @@ class Store:
 
     def q1(self, sql: str, args=()) -> sqlite3.Row | None:
         return self.conn.execute(sql, args).fetchone()
+
+    def q_in(self, sql: str, keys) -> Iterator[sqlite3.Row]:
+        """Rows of ``sql`` (with one ``IN ({})`` placeholder) for every distinct key, a few
+        hundred keys per query (SQLite bounds the number of parameters)."""
+        uniq = list(dict.fromkeys(keys))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
     # --- meta -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
