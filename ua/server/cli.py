@@ -288,7 +288,7 @@ def purge_open(
     for f in gone:
         path = f["folder"].rstrip("/") + "/" + f["name"]
         age_h = (now - f["modified"] / 1000) / 3600
-        typer.echo(f"{f['id']}	{f['project']}	{age_h:.1f}h	{f['bytes']}	{f['parts']} parts	{path}")
+        typer.echo(f"{f['id']}\t{f['project']}\t{age_h:.1f}h\t{f['bytes']}\t{f['parts']} parts\t{path}")
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} {len(gone)} open file(s), {sum(f['bytes'] for f in gone)} bytes",
                err=True)
