@@ -21,6 +21,21 @@ def _part_on_disk(h, fid, index):
     return (h.data_dir / "blobs" / fid / f"{index}.part").read_bytes()
 
 
+def _start_puts(url, bodies):
+    """One thread per body, each PUTting it to ``url``: (threads, statuses so far)."""
+    statuses = []
+    threads = [threading.Thread(target=lambda b=b: statuses.append(raw(url, "PUT", b, {})[0]))
+               for b in bodies]
+    for t in threads:
+        t.start()
+    return threads, statuses
+
+
+def _join(threads):
+    for t in threads:
+        t.join(30)
+
+
 def test_concurrent_replays_of_one_url_record_the_bytes_on_disk(ua_server):
     h = ua_server
     for round_ in range(8):
@@ -28,16 +43,8 @@ def test_concurrent_replays_of_one_url_record_the_bytes_on_disk(ua_server):
         size = 200_000 + round_
         info = ok(h, f"/{fid}/upload", {"index": 1, "size": size})  # no md5: any bytes fit
         bodies = [os.urandom(size) for _ in range(4)]
-        results = []
-
-        def put(body):
-            results.append(raw(info["url"], "PUT", body, {})[0])
-
-        threads = [threading.Thread(target=put, args=(b,)) for b in bodies]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        threads, results = _start_puts(info["url"], bodies)
+        _join(threads)
         assert results == [200] * 4
         part = ok(h, f"/{fid}/describe")["parts"]["1"]
         disk = _part_on_disk(h, fid, 1)
@@ -56,17 +63,9 @@ def test_close_racing_puts_never_closes_other_bytes(make_server):
         second = os.urandom(size)
         assert raw(info["url"], "PUT", second, {})[0] == 200
         replay = [os.urandom(size) for _ in range(3)]
-        statuses = []
-
-        def put(body):
-            statuses.append(raw(info["url"], "PUT", body, {})[0])
-
-        threads = [threading.Thread(target=put, args=(b,)) for b in replay]
-        for t in threads:
-            t.start()
+        threads, statuses = _start_puts(info["url"], replay)
         st, res = call(h, f"/{fid}/close")
-        for t in threads:
-            t.join(30)
+        _join(threads)
         assert st == 200, res
         assert set(statuses) <= {200, 409}, statuses
         d = wait_state(h, fid, "closed")
