@@ -276,7 +276,8 @@ class Transport:
         self._api_timeouts = {
             t: aiohttp.ClientTimeout(total=t, sock_connect=self.connect_timeout)
             for t in (API_TIMEOUT, URL_ROUTE_TIMEOUT)}
-        self._put_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
+        self._no_total_timeout = aiohttp.ClientTimeout(total=None,
+                                                       sock_connect=self.connect_timeout)
         self._api_headers = {
             "DNAnexus-API": "1.0.0",
             "Content-Type": "application/json",
@@ -295,7 +296,7 @@ class Transport:
                 enable_cleanup_closed=False)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
+                timeout=self._no_total_timeout,  # API calls set their own total
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies
                 # Proxies come from proxy_for(): aiohttp's trust_env would re-read the
@@ -455,7 +456,7 @@ class Transport:
                         url, data=data, headers=hdrs,
                         proxy=proxy, proxy_headers=proxy_headers,
                         skip_auto_headers=("Content-Type",), allow_redirects=False,
-                        timeout=self._put_timeout,
+                        timeout=self._no_total_timeout,
                     ) as resp:
                         bump()
                         if one_piece and on_sent is not None:
